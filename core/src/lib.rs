@@ -1,0 +1,5 @@
+//! Grantwall's host-independent core: the compiled config schema, the strict MCP/JSON-RPC request parser,
+//! caller identity, the decision engine, denial bodies and audit records. Nothing here talks to a proxy, so
+//! all of it runs under plain `cargo test` and, with `wasm-bindgen-test`, on the 32-bit Wasm target it ships on.
+
+pub mod config;
