@@ -2,4 +2,10 @@
 //! caller identity, the decision engine, denial bodies and audit records. Nothing here talks to a proxy, so
 //! all of it runs under plain `cargo test` and, with `wasm-bindgen-test`, on the 32-bit Wasm target it ships on.
 
+pub mod audit;
 pub mod config;
+pub mod engine;
+pub mod identity;
+pub mod jsonrpc;
+pub mod mcp;
+pub mod respond;

@@ -1,0 +1,23 @@
+//! Grantwall's Proxy-Wasm filter: thin glue between the host and `grantwall-core`.
+//!
+//! - `root`: configure-time loading of the compiled policy config.
+//! - `http`: per-request capture, buffering and the decision.
+//! - `host`: panic-free host calls.
+//! - `metrics`: decision counters.
+
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod metrics;
+#[cfg(target_arch = "wasm32")]
+mod root;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::GrantwallRoot::default())
+    });
+}}

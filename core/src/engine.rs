@@ -1,0 +1,609 @@
+//! The decision engine: KAN's evaluation semantics over the compiled config.
+//!
+//! - A target (the Gateway, or one XBackend) with no policy allows everything.
+//! - A target with policies denies by default; a request passes if it matches ANY rule of ANY policy.
+//! - Gateway level and backend level are ANDed.
+//!
+//! Lookups are by index: the caller's SPIFFE ID maps to a principal number once per request, and each target
+//! keeps, per principal, the (policy, rule) pairs naming it, plus the rules open to any caller. Only those
+//! candidates are checked, in policy order, so decision cost does not grow with the number of grants.
+
+use crate::config::{
+    Backend, Config, HttpMatch, MatchKind, McpMatch, McpMethod, Policy, Settings, Target, CONFIG_VERSION,
+};
+use crate::identity::is_spiffe_id;
+use crate::mcp::McpOp;
+use regex_lite::Regex;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// A config the filter cannot load, naming the offending field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted path into the config JSON, e.g. `backends[0].policies[1].rules[2].http.headers[0].value`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "invalid Grantwall config: {}", self.message)
+        } else {
+            write!(f, "invalid Grantwall config at {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn config_error(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError { path: path.into(), message: message.into() }
+}
+
+/// Index of a backend in the config.
+pub type BackendId = u32;
+
+/// The request facts rules can look at, captured by the host glue.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// `:path` as received (query included; the engine ignores it).
+    pub path: &'a str,
+    /// `:authority` / Host as received (port included or not).
+    pub authority: &'a str,
+    pub destination_port: Option<u16>,
+    /// Values of the headers named by [`Engine::header_names`], lower-case names.
+    pub headers: &'a [(String, String)],
+    /// The caller's SPIFFE ID, if any.
+    pub principal: Option<&'a str>,
+    pub backend: Option<BackendId>,
+}
+
+/// What one level (Gateway or XBackend) said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelOutcome<'e> {
+    /// The request has no backend, so there is no backend level.
+    NotApplicable,
+    /// No policy targets this level: allowed.
+    NoPolicy,
+    Matched { policy: &'e str, rule: &'e str },
+    DefaultDeny,
+}
+
+impl LevelOutcome<'_> {
+    pub fn allows(&self) -> bool {
+        !matches!(self, LevelOutcome::DefaultDeny)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision<'e> {
+    pub allowed: bool,
+    pub gateway: LevelOutcome<'e>,
+    pub backend: LevelOutcome<'e>,
+}
+
+impl<'e> Decision<'e> {
+    /// Stable reason for audit records and metrics.
+    pub fn reason(&self) -> &'static str {
+        if !self.allowed {
+            "default-deny"
+        } else if matches!(self.gateway, LevelOutcome::Matched { .. }) || matches!(self.backend, LevelOutcome::Matched { .. })
+        {
+            "rule-matched"
+        } else {
+            "no-policy"
+        }
+    }
+
+    /// The level and match that decided: the denying level, else the most specific matching one.
+    pub fn deciding(&self) -> (&'static str, LevelOutcome<'e>) {
+        if self.gateway == LevelOutcome::DefaultDeny {
+            ("gateway", self.gateway)
+        } else if self.backend == LevelOutcome::DefaultDeny || matches!(self.backend, LevelOutcome::Matched { .. }) {
+            ("backend", self.backend)
+        } else {
+            ("gateway", self.gateway)
+        }
+    }
+}
+
+/// Position of a rule: policy index within its target, rule index within the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RuleRef {
+    policy: u16,
+    rule: u16,
+}
+
+/// Rule number standing for "this policy has no rules, so it matches all traffic".
+const WHOLE_POLICY: u16 = u16::MAX;
+
+struct CompiledTarget {
+    name: String,
+    policies: Vec<CompiledPolicy>,
+    by_principal: HashMap<u32, Vec<RuleRef>>,
+    open_to_all: Vec<RuleRef>,
+}
+
+struct CompiledPolicy {
+    name: String,
+    rules: Vec<CompiledRule>,
+}
+
+struct CompiledRule {
+    name: String,
+    http: Option<CompiledHttp>,
+    mcp: Option<CompiledMcp>,
+}
+
+struct CompiledHttp {
+    methods: Vec<String>,
+    paths: Vec<(MatchKind, String, Option<Regex>)>,
+    hosts: Vec<String>,
+    headers: Vec<(String, Option<String>, Option<Regex>)>,
+    ports: Vec<u16>,
+}
+
+struct CompiledMcp {
+    base_protocol: bool,
+    /// None: every non-base method. Some: per method, the names granted (None = any name).
+    methods: Option<HashMap<McpMethod, Option<HashSet<String>>>>,
+}
+
+struct CompiledBackend {
+    paths: Vec<String>,
+}
+
+/// A loaded, validated and indexed config, ready to decide.
+pub struct Engine {
+    settings: Settings,
+    principal_ids: HashMap<String, u32>,
+    /// `targets[0]` is the gateway; `targets[1 + i]` is backend `i`.
+    targets: Vec<CompiledTarget>,
+    backends: Vec<CompiledBackend>,
+    clusters: HashMap<String, BackendId>,
+    authorities: HashMap<String, BackendId>,
+    header_names: Vec<String>,
+}
+
+impl Engine {
+    /// Parse, validate and index a config. Errors name the field.
+    pub fn from_json(json: &[u8]) -> Result<Engine, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let config: Config = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| config_error(e.path().to_string().trim_start_matches('.'), e.inner().to_string()))?;
+        de.end().map_err(|e| config_error("", e.to_string()))?;
+        Engine::new(config)
+    }
+
+    pub fn new(config: Config) -> Result<Engine, ConfigError> {
+        if config.version != CONFIG_VERSION {
+            return Err(config_error(
+                "version",
+                format!("unsupported version {:?}; this filter reads {CONFIG_VERSION:?} (recompile the policies with a matching grantwall)", config.version),
+            ));
+        }
+        validate_settings(&config.settings)?;
+        let mut principal_ids = HashMap::with_capacity(config.principals.len());
+        for (i, p) in config.principals.iter().enumerate() {
+            if !is_spiffe_id(p) {
+                return Err(config_error(format!("principals[{i}]"), format!("{p:?} is not a SPIFFE ID")));
+            }
+            if principal_ids.insert(p.clone(), index_u32(i)).is_some() {
+                return Err(config_error(format!("principals[{i}]"), format!("{p:?} is listed twice")));
+            }
+        }
+        let principal_count = config.principals.len();
+        let mut targets = Vec::with_capacity(1 + config.backends.len());
+        targets.push(compile_target(&config.gateway, "gateway", principal_count)?);
+        let mut backends = Vec::with_capacity(config.backends.len());
+        for (i, backend) in config.backends.iter().enumerate() {
+            let at = format!("backends[{i}]");
+            validate_backend(backend, &at)?;
+            let target = Target { name: backend.name.clone(), policies: backend.policies.clone() };
+            targets.push(compile_target(&target, &at, principal_count)?);
+            backends.push(CompiledBackend { paths: backend.paths.clone() });
+        }
+        let backend_count = backends.len();
+        let check_route = |kind: &str, key: &String, idx: u32| {
+            if (idx as usize) < backend_count {
+                Ok(())
+            } else {
+                Err(config_error(format!("routes.{kind}[{key:?}]"), format!("backend {idx} does not exist")))
+            }
+        };
+        for (k, v) in &config.routes.clusters {
+            check_route("clusters", k, *v)?;
+        }
+        for (k, v) in &config.routes.authorities {
+            check_route("authorities", k, *v)?;
+            if k.chars().any(|c| c.is_ascii_uppercase()) || k.contains(':') {
+                return Err(config_error(format!("routes.authorities[{k:?}]"), "must be a lower-case host without port"));
+            }
+        }
+        let mut header_names: Vec<String> = targets
+            .iter()
+            .flat_map(|t| t.policies.iter())
+            .flat_map(|p| p.rules.iter())
+            .filter_map(|r| r.http.as_ref())
+            .flat_map(|h| h.headers.iter().map(|(name, _, _)| name.clone()))
+            .collect();
+        header_names.sort();
+        header_names.dedup();
+        Ok(Engine {
+            settings: config.settings,
+            principal_ids,
+            targets,
+            backends,
+            clusters: config.routes.clusters.into_iter().collect(),
+            authorities: config.routes.authorities.into_iter().collect(),
+            header_names,
+        })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Request headers some rule looks at: the glue captures only these.
+    pub fn header_names(&self) -> &[String] {
+        &self.header_names
+    }
+
+    pub fn gateway_name(&self) -> &str {
+        self.targets.first().map(|t| t.name.as_str()).unwrap_or("")
+    }
+
+    pub fn backend_name(&self, id: BackendId) -> Option<&str> {
+        self.targets.get(1 + id as usize).map(|t| t.name.as_str())
+    }
+
+    /// Which backend a request is for: by upstream cluster first (the route chose it), else by authority;
+    /// and only if the path lies under one of the backend's MCP paths.
+    pub fn route(&self, cluster: Option<&str>, authority: &str, path: &str) -> Option<BackendId> {
+        let by_cluster = cluster.and_then(|c| self.clusters.get(c)).copied();
+        let id = match by_cluster {
+            Some(id) => id,
+            None => {
+                let host = host_of(authority);
+                let lowered;
+                let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                    lowered = host.to_ascii_lowercase();
+                    lowered.as_str()
+                } else {
+                    host
+                };
+                *self.authorities.get(host)?
+            }
+        };
+        let backend = self.backends.get(id as usize)?;
+        let path = path_only(path);
+        backend.paths.iter().any(|prefix| path_has_prefix(path, prefix)).then_some(id)
+    }
+
+    /// Whether any policy applies to a request for this backend; if not, it is allowed without inspection.
+    pub fn has_policies(&self, backend: Option<BackendId>) -> bool {
+        let gateway = self.targets.first().is_some_and(|t| !t.policies.is_empty());
+        let backend = backend
+            .and_then(|id| self.targets.get(1 + id as usize))
+            .is_some_and(|t| !t.policies.is_empty());
+        gateway || backend
+    }
+
+    /// Decide a request. `op` is the MCP operation, or None for traffic that is not MCP.
+    pub fn decide(&self, req: &Request<'_>, op: Option<&McpOp<'_>>) -> Decision<'_> {
+        let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
+        let gateway = match self.targets.first() {
+            Some(t) => evaluate(t, req, principal, op),
+            None => LevelOutcome::NoPolicy,
+        };
+        let backend = match req.backend.and_then(|id| self.targets.get(1 + id as usize)) {
+            Some(t) => evaluate(t, req, principal, op),
+            None => LevelOutcome::NotApplicable,
+        };
+        Decision { allowed: gateway.allows() && backend.allows(), gateway, backend }
+    }
+}
+
+fn evaluate<'e>(
+    target: &'e CompiledTarget,
+    req: &Request<'_>,
+    principal: Option<u32>,
+    op: Option<&McpOp<'_>>,
+) -> LevelOutcome<'e> {
+    if target.policies.is_empty() {
+        return LevelOutcome::NoPolicy;
+    }
+    let named: &[RuleRef] = principal.and_then(|p| target.by_principal.get(&p)).map(Vec::as_slice).unwrap_or(&[]);
+    let open = target.open_to_all.as_slice();
+    // Both lists are sorted; walk them merged so the first match in policy order is reported.
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let next = match (named.get(i), open.get(j)) {
+            (Some(a), Some(b)) if a <= b => {
+                i += 1;
+                *a
+            }
+            (_, Some(b)) => {
+                j += 1;
+                *b
+            }
+            (Some(a), None) => {
+                i += 1;
+                *a
+            }
+            (None, None) => return LevelOutcome::DefaultDeny,
+        };
+        let Some(policy) = target.policies.get(next.policy as usize) else { continue };
+        if next.rule == WHOLE_POLICY {
+            return LevelOutcome::Matched { policy: &policy.name, rule: "*" };
+        }
+        let Some(rule) = policy.rules.get(next.rule as usize) else { continue };
+        if rule_matches(rule, req, op) {
+            return LevelOutcome::Matched { policy: &policy.name, rule: &rule.name };
+        }
+    }
+}
+
+fn rule_matches(rule: &CompiledRule, req: &Request<'_>, op: Option<&McpOp<'_>>) -> bool {
+    if let Some(http) = &rule.http {
+        if !http_matches(http, req) {
+            return false;
+        }
+    }
+    match (&rule.mcp, op) {
+        (None, _) => true,
+        // MCP conditions can only be met by MCP traffic.
+        (Some(_), None) => false,
+        (Some(mcp), Some(op)) => mcp_grants(mcp, op),
+    }
+}
+
+fn mcp_grants(grant: &CompiledMcp, op: &McpOp<'_>) -> bool {
+    if op.base && grant.base_protocol {
+        return true;
+    }
+    match (&grant.methods, op.method) {
+        // No method list: every non-base MCP method (tools/list is both, so it is covered too).
+        (None, Some(_)) => true,
+        (None, None) => !op.base,
+        (Some(methods), Some(method)) => match methods.get(&method) {
+            None => false,
+            Some(None) => true,
+            Some(Some(names)) => op.target.is_some_and(|t| names.contains(t)),
+        },
+        (Some(_), None) => false,
+    }
+}
+
+fn http_matches(http: &CompiledHttp, req: &Request<'_>) -> bool {
+    if !http.methods.is_empty() && !http.methods.iter().any(|m| m == req.method) {
+        return false;
+    }
+    if !http.paths.is_empty() {
+        let path = path_only(req.path);
+        let hit = http.paths.iter().any(|(kind, value, re)| match kind {
+            MatchKind::Exact => path == value,
+            MatchKind::Prefix => path_has_prefix(path, value),
+            MatchKind::Regex => re.as_ref().is_some_and(|re| re.is_match(path)),
+        });
+        if !hit {
+            return false;
+        }
+    }
+    if !http.hosts.is_empty() {
+        let host = host_of(req.authority).to_ascii_lowercase();
+        if !http.hosts.iter().any(|h| host_matches(h, &host)) {
+            return false;
+        }
+    }
+    for (name, exact, re) in &http.headers {
+        let Some((_, value)) = req.headers.iter().find(|(n, _)| n == name) else { return false };
+        let ok = match (exact, re) {
+            (Some(e), _) => value == e,
+            (None, Some(re)) => re.is_match(value),
+            (None, None) => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    if !http.ports.is_empty() && !req.destination_port.is_some_and(|p| http.ports.contains(&p)) {
+        return false;
+    }
+    true
+}
+
+/// Gateway API host matching: `*.example.com` matches any name with one or more labels before the suffix.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        None => pattern == host,
+    }
+}
+
+/// Strip query and fragment.
+fn path_only(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// Segment-wise prefix: `/mcp` matches `/mcp`, `/mcp/`, `/mcp/x`, not `/mcpx`.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = if prefix.len() > 1 { prefix.trim_end_matches('/') } else { prefix };
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The host part of an authority: `svc.ns:8080` → `svc.ns`, `[::1]:443` → `[::1]`.
+fn host_of(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(end) => authority.get(..=end).unwrap_or(authority),
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+fn index_u32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn validate_settings(settings: &Settings) -> Result<(), ConfigError> {
+    if settings.max_body_bytes == 0 {
+        return Err(config_error("settings.maxBodyBytes", "must be greater than 0"));
+    }
+    let xfcc = &settings.identity.forwarded_client_cert;
+    for (i, peer) in xfcc.peers.iter().enumerate() {
+        if !is_spiffe_id(peer) {
+            return Err(config_error(
+                format!("settings.identity.forwardedClientCert.peers[{i}]"),
+                format!("{peer:?} is not a SPIFFE ID"),
+            ));
+        }
+    }
+    if xfcc.trust == crate::config::XfccTrust::FromPeers && xfcc.peers.is_empty() {
+        return Err(config_error(
+            "settings.identity.forwardedClientCert.peers",
+            "trust: fromPeers needs at least one peer SPIFFE ID",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_backend(backend: &Backend, at: &str) -> Result<(), ConfigError> {
+    if backend.paths.is_empty() {
+        return Err(config_error(format!("{at}.paths"), "needs at least one path"));
+    }
+    for (i, p) in backend.paths.iter().enumerate() {
+        if !p.starts_with('/') {
+            return Err(config_error(format!("{at}.paths[{i}]"), format!("{p:?} must start with '/'")));
+        }
+    }
+    Ok(())
+}
+
+fn compile_target(target: &Target, at: &str, principal_count: usize) -> Result<CompiledTarget, ConfigError> {
+    if target.policies.len() >= WHOLE_POLICY as usize {
+        return Err(config_error(format!("{at}.policies"), "too many policies"));
+    }
+    let mut by_principal: HashMap<u32, Vec<RuleRef>> = HashMap::new();
+    let mut open_to_all = Vec::new();
+    let mut policies = Vec::with_capacity(target.policies.len());
+    for (pi, policy) in target.policies.iter().enumerate() {
+        let pat = format!("{at}.policies[{pi}]");
+        let policy_no = u16::try_from(pi).map_err(|_| config_error(&pat, "too many policies"))?;
+        if policy.rules.is_empty() {
+            open_to_all.push(RuleRef { policy: policy_no, rule: WHOLE_POLICY });
+        }
+        policies.push(compile_policy(policy, &pat, principal_count, policy_no, &mut by_principal, &mut open_to_all)?);
+    }
+    // Every list must be in policy order for first-match reporting.
+    open_to_all.sort();
+    for refs in by_principal.values_mut() {
+        refs.sort();
+        refs.dedup();
+    }
+    Ok(CompiledTarget { name: target.name.clone(), policies, by_principal, open_to_all })
+}
+
+fn compile_policy(
+    policy: &Policy,
+    at: &str,
+    principal_count: usize,
+    policy_no: u16,
+    by_principal: &mut HashMap<u32, Vec<RuleRef>>,
+    open_to_all: &mut Vec<RuleRef>,
+) -> Result<CompiledPolicy, ConfigError> {
+    let mut rules = Vec::with_capacity(policy.rules.len());
+    for (ri, rule) in policy.rules.iter().enumerate() {
+        let rat = format!("{at}.rules[{ri}]");
+        let rule_no = u16::try_from(ri).ok().filter(|n| *n != WHOLE_POLICY).ok_or_else(|| config_error(&rat, "too many rules"))?;
+        let here = RuleRef { policy: policy_no, rule: rule_no };
+        match &rule.principals {
+            None => open_to_all.push(here),
+            Some(list) => {
+                for (k, p) in list.iter().enumerate() {
+                    if *p as usize >= principal_count {
+                        return Err(config_error(format!("{rat}.principals[{k}]"), format!("principal {p} does not exist")));
+                    }
+                    by_principal.entry(*p).or_default().push(here);
+                }
+            }
+        }
+        let http = rule.http.as_ref().map(|h| compile_http(h, &format!("{rat}.http"))).transpose()?;
+        let mcp = rule.mcp.as_ref().map(compile_mcp);
+        rules.push(CompiledRule { name: rule.name.clone(), http, mcp });
+    }
+    Ok(CompiledPolicy { name: policy.name.clone(), rules })
+}
+
+fn compile_regex(pattern: &str, at: &str) -> Result<Regex, ConfigError> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| config_error(at, format!("invalid regular expression: {e}")))
+}
+
+fn compile_http(http: &HttpMatch, at: &str) -> Result<CompiledHttp, ConfigError> {
+    let mut paths = Vec::with_capacity(http.paths.len());
+    for (i, p) in http.paths.iter().enumerate() {
+        let re = match p.kind {
+            MatchKind::Regex => Some(compile_regex(&p.value, &format!("{at}.paths[{i}].value"))?),
+            _ => None,
+        };
+        paths.push((p.kind, p.value.clone(), re));
+    }
+    let mut headers = Vec::with_capacity(http.headers.len());
+    for (i, h) in http.headers.iter().enumerate() {
+        if h.name.is_empty() || h.name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(config_error(format!("{at}.headers[{i}].name"), "must be a non-empty lower-case header name"));
+        }
+        let entry = match h.kind {
+            MatchKind::Exact => (h.name.clone(), Some(h.value.clone()), None),
+            MatchKind::Regex => (h.name.clone(), None, Some(compile_regex(&h.value, &format!("{at}.headers[{i}].value"))?)),
+            MatchKind::Prefix => {
+                return Err(config_error(format!("{at}.headers[{i}].type"), "headers match by exact or regex only"))
+            }
+        };
+        headers.push(entry);
+    }
+    for (i, h) in http.hosts.iter().enumerate() {
+        if h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(config_error(format!("{at}.hosts[{i}]"), "must be a non-empty lower-case host name"));
+        }
+    }
+    Ok(CompiledHttp {
+        methods: http.methods.clone(),
+        paths,
+        hosts: http.hosts.clone(),
+        headers,
+        ports: http.ports.clone(),
+    })
+}
+
+fn compile_mcp(mcp: &McpMatch) -> CompiledMcp {
+    let methods = mcp.methods.as_ref().map(|grants| {
+        let mut map: HashMap<McpMethod, Option<HashSet<String>>> = HashMap::new();
+        for g in grants {
+            let names = g.names.as_ref().map(|n| n.iter().cloned().collect::<HashSet<_>>());
+            match (map.get_mut(&g.method), names) {
+                (None, names) => {
+                    map.insert(g.method, names);
+                }
+                // Two grants for one method: union; "any name" wins.
+                (Some(slot), None) => *slot = None,
+                (Some(Some(existing)), Some(more)) => existing.extend(more),
+                (Some(None), Some(_)) => {}
+            }
+        }
+        map
+    });
+    CompiledMcp { base_protocol: mcp.base_protocol, methods }
+}

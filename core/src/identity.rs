@@ -1,0 +1,127 @@
+//! Who is calling. Today: the SPIFFE ID of the mTLS peer, or the one a trusted proxy forwarded in
+//! `x-forwarded-client-cert`. Token-based sources (JWT, service-account tokens) will add variants to
+//! [`IdentitySource`]; everything downstream only sees the resolved principal string.
+
+use crate::config::{ForwardedClientCert, XfccTrust};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// A SPIFFE ID, the form every policy source resolves to.
+    pub principal: String,
+    pub source: IdentitySource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// URI SAN of the verified client certificate on this connection.
+    MtlsPeer,
+    /// `x-forwarded-client-cert` set by a proxy we were configured to trust.
+    ForwardedClientCert,
+}
+
+impl IdentitySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentitySource::MtlsPeer => "mtls",
+            IdentitySource::ForwardedClientCert => "xfcc",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityError {
+    /// A trusted XFCC header that cannot be read with certainty.
+    MalformedForwardedClientCert(&'static str),
+}
+
+impl IdentityError {
+    pub fn message(&self) -> &'static str {
+        match self {
+            IdentityError::MalformedForwardedClientCert(why) => why,
+        }
+    }
+}
+
+/// Resolve the caller from the peer certificate's URI SAN and, when trusted, the XFCC header.
+///
+/// With a trusted XFCC header present, the caller is the client it names (possibly nobody, if that client
+/// showed no certificate) — never the forwarding proxy itself.
+pub fn resolve(
+    peer_uri_san: Option<&str>,
+    xfcc: Option<&str>,
+    trust: &ForwardedClientCert,
+) -> Result<Option<Identity>, IdentityError> {
+    let peer = peer_uri_san.filter(|uri| is_spiffe_id(uri));
+    let xfcc_trusted = match trust.trust {
+        XfccTrust::Never => false,
+        XfccTrust::Always => true,
+        XfccTrust::FromPeers => peer.is_some_and(|p| trust.peers.iter().any(|t| t == p)),
+    };
+    if let (true, Some(header)) = (xfcc_trusted, xfcc) {
+        return Ok(forwarded_uri(header)?
+            .filter(|uri| is_spiffe_id(uri))
+            .map(|uri| Identity { principal: uri, source: IdentitySource::ForwardedClientCert }));
+    }
+    Ok(peer.map(|p| Identity { principal: p.to_owned(), source: IdentitySource::MtlsPeer }))
+}
+
+/// `spiffe://trust-domain/path`, as KAN's CRD pattern allows (lower-case trust domain, no query/fragment).
+pub fn is_spiffe_id(uri: &str) -> bool {
+    let Some(rest) = uri.strip_prefix("spiffe://") else { return false };
+    let (domain, path) = rest.split_once('/').unwrap_or((rest, ""));
+    !domain.is_empty()
+        && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+}
+
+/// The `URI` of the last element of an XFCC header: the client of the proxy that forwarded to us.
+fn forwarded_uri(header: &str) -> Result<Option<String>, IdentityError> {
+    let elements = split_unquoted(header, ',')?;
+    let Some(last) = elements.last() else { return Ok(None) };
+    let mut uri = None;
+    for pair in split_unquoted(last, ';')? {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or(IdentityError::MalformedForwardedClientCert("x-forwarded-client-cert: field without '='"))?;
+        if key.trim().eq_ignore_ascii_case("URI") {
+            if uri.is_some() {
+                return Err(IdentityError::MalformedForwardedClientCert(
+                    "x-forwarded-client-cert: more than one URI in the last element",
+                ));
+            }
+            uri = Some(unquote(value.trim())?);
+        }
+    }
+    Ok(uri.filter(|u| !u.is_empty()))
+}
+
+/// Split on `sep` outside double quotes (Envoy quotes values containing `,;=` and escapes `"` as `\"`).
+fn split_unquoted(s: &str, sep: char) -> Result<Vec<&str>, IdentityError> {
+    let mut parts = Vec::new();
+    let (mut start, mut in_quotes, mut escaped) = (0usize, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            c if c == sep && !in_quotes => {
+                parts.push(s.get(start..i).unwrap_or(""));
+                start = i + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    if in_quotes {
+        return Err(IdentityError::MalformedForwardedClientCert("x-forwarded-client-cert: unterminated quote"));
+    }
+    parts.push(s.get(start..).unwrap_or(""));
+    Ok(parts)
+}
+
+fn unquote(v: &str) -> Result<String, IdentityError> {
+    let Some(inner) = v.strip_prefix('"') else { return Ok(v.to_owned()) };
+    let inner = inner
+        .strip_suffix('"')
+        .ok_or(IdentityError::MalformedForwardedClientCert("x-forwarded-client-cert: unterminated quote"))?;
+    Ok(inner.replace("\\\"", "\""))
+}

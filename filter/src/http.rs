@@ -1,0 +1,338 @@
+//! Per-request glue: capture what the engine needs from headers, hold the request until the whole body is
+//! here, decide once, then forward untouched or answer locally.
+//!
+//! Requests whose target has no policy are not buffered at all. Everything that needs inspection is held at
+//! the headers phase (`Action::Pause`, which needs `allow_on_headers_stop_iteration: true` in Envoy) so a
+//! denied request never reaches the upstream.
+
+use crate::host;
+use crate::metrics::Metrics;
+use grantwall_core::audit::AuditRecord;
+use grantwall_core::engine::{BackendId, Engine, Request};
+use grantwall_core::identity::{self, Identity};
+use grantwall_core::jsonrpc::{self, ParseError};
+use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
+use grantwall_core::respond::{self, Reply};
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::Action;
+use std::rc::Rc;
+
+/// Filter state key (Envoy: `%FILTER_STATE(wasm.grantwall_audit:PLAIN)%`).
+const AUDIT_PROPERTY: &str = "grantwall_audit";
+
+pub struct GrantwallHttp {
+    engine: Rc<Engine>,
+    metrics: Rc<Metrics>,
+    /// Set while the body of an inspected POST is being buffered.
+    pending: Option<Captured>,
+}
+
+/// Everything read at the headers phase; request headers cannot be read once the filter has continued.
+struct Captured {
+    method: String,
+    path: String,
+    authority: String,
+    destination_port: Option<u16>,
+    headers: Vec<(String, String)>,
+    identity: Option<Identity>,
+    backend: Option<BackendId>,
+    protocol_version: Option<String>,
+    mcp_method: Option<String>,
+    mcp_name: Option<String>,
+}
+
+/// A refusal before the engine could decide (bad input, host failure).
+struct Refusal {
+    status: u32,
+    code: i32,
+    reason: &'static str,
+    message: String,
+}
+
+impl GrantwallHttp {
+    pub fn new(engine: Rc<Engine>, metrics: Rc<Metrics>) -> Self {
+        GrantwallHttp { engine, metrics, pending: None }
+    }
+
+    fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, Refusal> {
+        let engine = Rc::clone(&self.engine);
+        let method = header_str(":method")?.unwrap_or_default();
+        let path = header_str(":path")?.unwrap_or_default();
+        let authority = header_str(":authority")?.unwrap_or_default();
+        let cluster = property_str(&["xds", "cluster_name"])?;
+        let backend = engine.route(cluster.as_deref(), &authority, &path);
+        let peer = property_str(&["connection", "uri_san_peer_certificate"])?;
+        let xfcc = header_str("x-forwarded-client-cert")?;
+        let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), &engine.settings().identity.forwarded_client_cert)
+            .map_err(|e| refusal(400, -32600, "identity-error", e.message()))?;
+        let mut captured = Captured {
+            method,
+            path,
+            authority,
+            destination_port: None,
+            headers: Vec::new(),
+            identity,
+            backend,
+            protocol_version: None,
+            mcp_method: None,
+            mcp_name: None,
+        };
+
+        if !engine.has_policies(backend) {
+            self.finish_allowed(&captured, None);
+            return Ok(Action::Continue);
+        }
+        captured.destination_port = property_u64(&["destination", "port"])?.and_then(|p| u16::try_from(p).ok());
+        for name in engine.header_names() {
+            if let Some(value) = header_str(name)? {
+                captured.headers.push((name.clone(), value));
+            }
+        }
+
+        let content_type = header_str("content-type")?;
+        let is_json = content_type.as_deref().is_some_and(is_json_media_type);
+        let on_mcp_path = backend.is_some();
+        match captured.method.as_str() {
+            "POST" if on_mcp_path || is_json => {
+                if !is_json {
+                    return Err(refusal(415, -32600, "unsupported-content-type", "MCP requests must be Content-Type: application/json"));
+                }
+                let encoding = header_str("content-encoding")?;
+                if encoding.as_deref().is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+                    return Err(refusal(415, -32600, "unsupported-content-encoding", "compressed request bodies are not accepted"));
+                }
+                let limit = u64::from(engine.settings().max_body_bytes);
+                if let Some(len) = header_str("content-length")? {
+                    if len.trim().parse::<u64>().map_or(true, |n| n > limit) {
+                        return Err(refusal(413, -32600, "body-too-large", &format!("request body larger than {limit} bytes")));
+                    }
+                }
+                if end_of_stream {
+                    return Err(refusal(400, -32700, "malformed-json", "empty request body"));
+                }
+                captured.protocol_version = header_str("mcp-protocol-version")?;
+                captured.mcp_method = header_str("mcp-method")?;
+                captured.mcp_name = header_str("mcp-name")?;
+                self.pending = Some(captured);
+                Ok(Action::Pause)
+            }
+            "GET" if on_mcp_path => Ok(self.decide(&captured, Some(&McpOp::STREAM), None)),
+            "DELETE" if on_mcp_path && header_str("mcp-session-id")?.is_some() => {
+                Ok(self.decide(&captured, Some(&McpOp::SESSION_END), None))
+            }
+            _ => Ok(self.decide(&captured, None, None)),
+        }
+    }
+
+    fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
+        let limit = self.engine.settings().max_body_bytes as usize;
+        if size > limit {
+            return Err(refusal(413, -32600, "body-too-large", &format!("request body larger than {limit} bytes")));
+        }
+        let body = host::request_body(size)
+            .map_err(|_| refusal(500, -32603, "internal-error", "request body unavailable"))?
+            .unwrap_or_default();
+        let message = jsonrpc::parse(&body).map_err(|e| parse_refusal(&e))?;
+        let routing = RoutingHeaders {
+            protocol_version: captured.protocol_version.as_deref(),
+            mcp_method: captured.mcp_method.as_deref(),
+            mcp_name: captured.mcp_name.as_deref(),
+        };
+        if let Err(mismatch) = mcp::check_routing_headers(&message, &routing) {
+            let reply = respond::error_reply(400, message.id, HEADER_MISMATCH_CODE, mismatch.message(), Some("header-mismatch"));
+            self.audit_refusal(captured, "header-mismatch", mismatch.message(), Some(message.method.as_ref()));
+            self.reply(&reply);
+            return Ok(Action::Pause);
+        }
+        let op = McpOp::from_message(&message);
+        Ok(self.decide(captured, Some(&op), message.id))
+    }
+
+    /// Ask the engine, record the decision, and either continue or answer with the configured denial.
+    fn decide(&self, captured: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>) -> Action {
+        let request = Request {
+            method: &captured.method,
+            path: &captured.path,
+            authority: &captured.authority,
+            destination_port: captured.destination_port,
+            headers: &captured.headers,
+            principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
+            backend: captured.backend,
+        };
+        let decision = self.engine.decide(&request, op);
+        let record = self.base_record(captured, op.map(|o| o.name), op.and_then(|o| o.target)).with_decision(&decision);
+        self.emit(&record);
+        if decision.allowed {
+            return Action::Continue;
+        }
+        let reply = respond::forbidden(
+            self.engine.settings().denial,
+            id,
+            op.map(|o| o.name),
+            op.and_then(|o| o.target),
+            decision.reason(),
+        );
+        self.reply(&reply);
+        Action::Pause
+    }
+
+    fn finish_allowed(&self, captured: &Captured, op: Option<&McpOp<'_>>) {
+        let mut record = self.base_record(captured, op.map(|o| o.name), None);
+        record.decision = "allow";
+        record.reason = "no-policy";
+        self.emit(&record);
+    }
+
+    fn base_record<'a>(&'a self, c: &'a Captured, mcp_method: Option<&'a str>, target: Option<&'a str>) -> AuditRecord<'a> {
+        AuditRecord {
+            identity: c.identity.as_ref().map(|i| i.principal.as_str()),
+            identity_source: c.identity.as_ref().map(|i| i.source.as_str()),
+            gateway: Some(self.engine.gateway_name()).filter(|g| !g.is_empty()),
+            backend: c.backend.and_then(|b| self.engine.backend_name(b)),
+            http_method: &c.method,
+            path: &c.path,
+            mcp_method,
+            target,
+            ..AuditRecord::default()
+        }
+    }
+
+    fn audit_refusal(&self, captured: &Captured, reason: &'static str, detail: &str, mcp_method: Option<&str>) {
+        let mut record = self.base_record(captured, mcp_method, None);
+        record.decision = "deny";
+        record.reason = reason;
+        record.detail = Some(detail);
+        self.emit(&record);
+    }
+
+    fn emit(&self, record: &AuditRecord<'_>) {
+        self.metrics.count(record.decision == "allow", record.reason);
+        let line = record.to_json();
+        if self.engine.settings().audit_log {
+            log::info!("grantwall audit {line}");
+        }
+        let _ = host::set_property(&[AUDIT_PROPERTY], line.as_bytes());
+    }
+
+    fn reply(&self, reply: &Reply) {
+        let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
+        if host::send_response(reply.status, &headers, reply.body.as_bytes()).is_err() {
+            log::error!("grantwall: could not send local reply (status {})", reply.status);
+        }
+    }
+
+    /// Refuse input the engine never saw; fail closed whatever happens.
+    fn refuse(&self, captured: Option<&Captured>, r: &Refusal) -> Action {
+        match captured {
+            Some(c) => self.audit_refusal(c, r.reason, &r.message, None),
+            None => {
+                let record = AuditRecord { decision: "deny", reason: r.reason, detail: Some(&r.message), ..AuditRecord::default() };
+                self.emit(&record);
+            }
+        }
+        let reply = respond::error_reply(r.status, None, r.code, &r.message, Some(r.reason));
+        self.reply(&reply);
+        Action::Pause
+    }
+}
+
+impl Context for GrantwallHttp {}
+
+impl HttpContext for GrantwallHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match self.on_headers(end_of_stream) {
+            Ok(action) => action,
+            Err(r) => self.refuse(None, &r),
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(captured) = self.pending.as_ref() else { return Action::Continue };
+        if body_size > self.engine.settings().max_body_bytes as usize {
+            let captured = self.pending.take();
+            let r = refusal(413, -32600, "body-too-large", "request body larger than the configured limit");
+            return self.refuse(captured.as_ref(), &r);
+        }
+        if !end_of_stream {
+            // Keep buffering: never decide on a partial body.
+            return Action::Pause;
+        }
+        let _ = captured;
+        let Some(captured) = self.pending.take() else { return Action::Continue };
+        match self.on_complete_body(&captured, body_size) {
+            Ok(action) => action,
+            Err(r) => self.refuse(Some(&captured), &r),
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // With trailers the body callback never reports end of stream: the body is complete now.
+        let Some(captured) = self.pending.take() else { return Action::Continue };
+        let size = self.engine.settings().max_body_bytes as usize + 1;
+        match self.on_complete_body_from_trailers(&captured, size) {
+            Ok(action) => action,
+            Err(r) => self.refuse(Some(&captured), &r),
+        }
+    }
+}
+
+impl GrantwallHttp {
+    fn on_complete_body_from_trailers(&mut self, captured: &Captured, max: usize) -> Result<Action, Refusal> {
+        let body = host::request_body(max).map_err(|_| refusal(400, -32600, "invalid-request", "request body unavailable with trailers"))?;
+        let size = body.as_ref().map_or(0, Vec::len);
+        if size == 0 {
+            return Err(refusal(400, -32600, "invalid-request", "request body unavailable with trailers"));
+        }
+        self.on_complete_body(captured, size)
+    }
+}
+
+fn refusal(status: u32, code: i32, reason: &'static str, message: &str) -> Refusal {
+    Refusal { status, code, reason, message: message.to_owned() }
+}
+
+fn parse_refusal(e: &ParseError) -> Refusal {
+    refusal(400, e.code(), e.reason(), &e.to_string())
+}
+
+/// A request header as UTF-8; a non-UTF-8 value is refused rather than guessed at.
+fn header_str(name: &str) -> Result<Option<String>, Refusal> {
+    match host::request_header(name) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| refusal(400, -32600, "invalid-request", &format!("header {name} is not valid UTF-8"))),
+        Err(_) => Err(refusal(500, -32603, "internal-error", &format!("could not read header {name}"))),
+    }
+}
+
+fn property_str(path: &[&str]) -> Result<Option<String>, Refusal> {
+    match host::property(path) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => Ok(String::from_utf8(bytes).ok()),
+        Err(_) => Err(refusal(500, -32603, "internal-error", &format!("could not read property {}", path.join(".")))),
+    }
+}
+
+/// Integer properties arrive as 8 little-endian bytes.
+fn property_u64(path: &[&str]) -> Result<Option<u64>, Refusal> {
+    match host::property(path) {
+        Ok(Some(bytes)) => Ok(<[u8; 8]>::try_from(bytes.as_slice()).ok().map(u64::from_le_bytes)),
+        Ok(None) | Err(_) => Ok(None),
+    }
+}
+
+/// `application/json`, optionally with `charset=utf-8`; any other charset is refused.
+fn is_json_media_type(value: &str) -> bool {
+    let mut parts = value.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| match p.split_once('=') {
+        Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+            v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        }
+        _ => true,
+    })
+}

@@ -1,0 +1,59 @@
+//! Decision counters. Names carry the decision and reason as dot-separated tags that Envoy's `stats_tags`
+//! (see examples/envoy.yaml) turn into Prometheus labels:
+//! `envoy_wasmcustom_grantwall_requests{decision="deny",reason="default_deny"}`. Every metric is defined at
+//! configure time from a fixed reason list: nothing taken from a request ever names a metric.
+
+use crate::host;
+
+/// Reasons a request can be allowed.
+const ALLOW_REASONS: &[&str] = &["rule-matched", "no-policy"];
+
+/// Reasons a request can be refused.
+const DENY_REASONS: &[&str] = &[
+    "default-deny",
+    "malformed-json",
+    "duplicate-key",
+    "ambiguous-key",
+    "batch-refused",
+    "invalid-request",
+    "invalid-params",
+    "header-mismatch",
+    "body-too-large",
+    "unsupported-content-type",
+    "unsupported-content-encoding",
+    "identity-error",
+    "internal-error",
+];
+
+pub struct Metrics {
+    allow: Vec<(&'static str, u32)>,
+    deny: Vec<(&'static str, u32)>,
+    /// Counts any reason missing from the lists above, so nothing goes uncounted.
+    other: Option<u32>,
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        let define = |decision: &str, reason: &'static str| {
+            let name = format!("grantwall.requests.decision.{decision}.reason.{}", reason.replace('-', "_"));
+            host::define_counter(&name).ok().map(|id| (reason, id))
+        };
+        Metrics {
+            allow: ALLOW_REASONS.iter().filter_map(|r| define("allow", r)).collect(),
+            deny: DENY_REASONS.iter().filter_map(|r| define("deny", r)).collect(),
+            other: host::define_counter("grantwall.requests.decision.deny.reason.other").ok(),
+        }
+    }
+
+    pub fn count(&self, allowed: bool, reason: &str) {
+        let table = if allowed { &self.allow } else { &self.deny };
+        match table.iter().find(|(r, _)| *r == reason) {
+            Some((_, id)) => host::increment(*id),
+            None => {
+                if let Some(id) = self.other {
+                    host::increment(id);
+                }
+            }
+        }
+    }
+}

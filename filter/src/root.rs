@@ -1,0 +1,51 @@
+//! Plugin lifecycle: load and validate the compiled config at configure time, hand it to each request.
+//! A config that does not load makes `on_configure` return false, so Envoy refuses the plugin (and, with
+//! FAIL_CLOSED, the traffic) instead of running without policy.
+
+use crate::http::GrantwallHttp;
+use crate::metrics::Metrics;
+use grantwall_core::engine::Engine;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::ContextType;
+use std::rc::Rc;
+
+#[derive(Default)]
+pub struct GrantwallRoot {
+    engine: Option<Rc<Engine>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl Context for GrantwallRoot {}
+
+impl RootContext for GrantwallRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let Some(config) = self.get_plugin_configuration() else {
+            log::error!("grantwall: no plugin configuration; compile one with `grantwall compile` and set it as the filter's configuration");
+            return false;
+        };
+        match Engine::from_json(&config) {
+            Ok(engine) => {
+                log::info!("grantwall: config loaded ({} bytes)", config.len());
+                self.engine = Some(Rc::new(engine));
+                if self.metrics.is_none() {
+                    self.metrics = Some(Rc::new(Metrics::define()));
+                }
+                true
+            }
+            Err(e) => {
+                log::error!("grantwall: {e}; the plugin refuses to start");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let engine = Rc::clone(self.engine.as_ref()?);
+        let metrics = Rc::clone(self.metrics.as_ref()?);
+        Some(Box::new(GrantwallHttp::new(engine, metrics)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
