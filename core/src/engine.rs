@@ -112,12 +112,12 @@ impl<'e> Decision<'e> {
 /// Position of a rule: policy index within its target, rule index within the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct RuleRef {
-    policy: u16,
-    rule: u16,
+    policy: u32,
+    rule: u32,
 }
 
 /// Rule number standing for "this policy has no rules, so it matches all traffic".
-const WHOLE_POLICY: u16 = u16::MAX;
+const WHOLE_POLICY: u32 = u32::MAX;
 
 struct CompiledTarget {
     name: String,
@@ -501,7 +501,7 @@ fn compile_target(target: &Target, at: &str, principal_count: usize) -> Result<C
     let mut policies = Vec::with_capacity(target.policies.len());
     for (pi, policy) in target.policies.iter().enumerate() {
         let pat = format!("{at}.policies[{pi}]");
-        let policy_no = u16::try_from(pi).map_err(|_| config_error(&pat, "too many policies"))?;
+        let policy_no = u32::try_from(pi).map_err(|_| config_error(&pat, "too many policies"))?;
         if policy.rules.is_empty() {
             open_to_all.push(RuleRef { policy: policy_no, rule: WHOLE_POLICY });
         }
@@ -520,14 +520,14 @@ fn compile_policy(
     policy: &Policy,
     at: &str,
     principal_count: usize,
-    policy_no: u16,
+    policy_no: u32,
     by_principal: &mut HashMap<u32, Vec<RuleRef>>,
     open_to_all: &mut Vec<RuleRef>,
 ) -> Result<CompiledPolicy, ConfigError> {
     let mut rules = Vec::with_capacity(policy.rules.len());
     for (ri, rule) in policy.rules.iter().enumerate() {
         let rat = format!("{at}.rules[{ri}]");
-        let rule_no = u16::try_from(ri).ok().filter(|n| *n != WHOLE_POLICY).ok_or_else(|| config_error(&rat, "too many rules"))?;
+        let rule_no = u32::try_from(ri).ok().filter(|n| *n != WHOLE_POLICY).ok_or_else(|| config_error(&rat, "too many rules"))?;
         let here = RuleRef { policy: policy_no, rule: rule_no };
         match &rule.principals {
             None => open_to_all.push(here),
