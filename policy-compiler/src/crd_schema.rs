@@ -182,7 +182,7 @@ pub fn validate_object(crd: &CrdVersion, object: &mut Value) -> Vec<Violation> {
     let label = format!("{} {}", crd.kind, crd.version);
     let root = FieldPath::root();
     for required in &schema.required {
-        if !map.get(required).is_some_and(|v| !v.is_null()) {
+        if matches!(map.get(required), None | Some(Value::Null)) {
             out.push(Violation { path: root.field(required).to_string(), message: "Required value".to_string() });
         }
     }
@@ -312,7 +312,7 @@ fn validate_node(schema: &Schema, value: &Value, path: &FieldPath, label: &str, 
         }
         Value::Object(map) => {
             for required in &schema.required {
-                if !map.get(required).is_some_and(|v| !v.is_null()) {
+                if matches!(map.get(required), None | Some(Value::Null)) {
                     out.push(Violation { path: path.field(required).to_string(), message: "Required value".to_string() });
                 }
             }

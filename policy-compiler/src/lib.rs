@@ -7,3 +7,17 @@ pub mod diag;
 pub mod yaml;
 pub mod crd_schema;
 pub mod kan_rules;
+pub mod compile;
+pub mod input;
+pub mod kan_types;
+pub mod policy;
+pub mod routes;
+pub mod timestamp;
+
+/// The JSON Schema of the compiled config, pretty-printed with a final newline (`grantwall schema`, and
+/// `docs/config-schema.json`, which a test keeps equal to it).
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(grantwall_core::config::Config);
+    // Serialising a schemars Schema (a JSON value) cannot fail.
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}

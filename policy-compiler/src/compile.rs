@@ -1,0 +1,331 @@
+//! The whole pipeline: objects → validation → policies and backends → the filter's `Config`.
+//! Everything that reaches the output is sorted by name or by a documented key, never by input order, so the
+//! same objects always give the same bytes however the files and documents are arranged.
+
+use crate::crd_schema;
+use crate::diag::Diags;
+use crate::input::{self, Object, Source};
+use crate::policy::{self, PolicyIr, TargetKey, GROUP};
+use crate::routes::{self, BackendIr, PathAlias};
+use grantwall_core::config::{
+    self, Config, DenialStyle, ForwardedClientCert, IdentitySettings, Policy, Rule, Settings, Target, XfccTrust,
+    CONFIG_VERSION, MAX_POLICIES_PER_TARGET,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `namespace/name` of the Gateway whose gateway-level policies apply; `None`: infer.
+    pub gateway: Option<String>,
+    pub trust_domain: String,
+    pub cluster_domain: String,
+    pub default_namespace: String,
+    pub denial: DenialStyle,
+    pub max_body_bytes: u32,
+    pub xfcc_trust: XfccTrust,
+    pub xfcc_peers: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            gateway: None,
+            trust_domain: "cluster.local".to_string(),
+            cluster_domain: "cluster.local".to_string(),
+            default_namespace: "default".to_string(),
+            denial: DenialStyle::default(),
+            max_body_bytes: config::DEFAULT_MAX_BODY_BYTES,
+            xfcc_trust: XfccTrust::default(),
+            xfcc_peers: vec![],
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Compiled {
+    pub config: Config,
+    pub warnings: Vec<String>,
+    /// One line for `--check`.
+    pub summary: String,
+}
+
+/// Compiles the sources; on any error returns every error (and the warnings) found.
+pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
+    let mut diags = Diags::default();
+    check_options(opts, &mut diags);
+    let objects: Vec<Object> = sources.iter().flat_map(|s| input::objects(s, &opts.default_namespace, &mut diags)).collect();
+    let read = read_objects(objects, opts, &mut diags);
+    let gateway = select_gateway(&read, opts, &mut diags);
+
+    let mut backends = read.backends.clone();
+    backends.sort_by(|a, b| a.ns_name.cmp(&b.ns_name));
+    let (mut config_backends, routes) =
+        routes::build(&backends, &read.aliases, &routes::RouteOptions { cluster_domain: &opts.cluster_domain }, &mut diags);
+
+    // Policies per target, oldest first; KAN accepts at most MAX_POLICIES_PER_TARGET of them.
+    let mut per_target: BTreeMap<TargetKey, Vec<&PolicyIr>> = BTreeMap::new();
+    for p in &read.policies {
+        for (target, ref_path) in &p.targets {
+            if let TargetKey::Backend(name) = target {
+                if !read.backend_names.contains(name) {
+                    let (ns, n) = name.split_once('/').unwrap_or(("", name));
+                    diags.error(
+                        p.location.as_str(),
+                        ref_path.as_str(),
+                        format!("XBackend {name} is not in the input: add the file that defines it (-f), or fix targetRefs name {n:?} (XBackends are looked up in the policy's namespace {ns:?})"),
+                    );
+                    continue;
+                }
+            }
+            per_target.entry(target.clone()).or_default().push(p);
+        }
+    }
+    let mut kept: BTreeMap<TargetKey, Vec<&PolicyIr>> = BTreeMap::new();
+    for (target, mut list) in per_target {
+        list.sort_by(|a, b| (a.created.is_none(), a.created, &a.ns_name).cmp(&(b.created.is_none(), b.created, &b.ns_name)));
+        if list.len() > MAX_POLICIES_PER_TARGET {
+            let dropped: Vec<&str> = list[MAX_POLICIES_PER_TARGET..].iter().map(|p| p.ns_name.as_str()).collect();
+            let applies = match &target {
+                TargetKey::Gateway(g) => gateway.as_deref() == Some(g.as_str()),
+                TargetKey::Backend(_) => true,
+            };
+            if applies {
+                diags.warn(format!(
+                    "{} has {} policies; KAN accepts at most {MAX_POLICIES_PER_TARGET} per target (oldest first by creationTimestamp, then name) and marks the rest not accepted: not enforcing {}",
+                    describe(&target),
+                    list.len(),
+                    dropped.join(", ")
+                ));
+            }
+            list.truncate(MAX_POLICIES_PER_TARGET);
+        }
+        kept.insert(target, list);
+    }
+
+    let gateway_policies: Vec<&PolicyIr> =
+        gateway.as_ref().and_then(|g| kept.get(&TargetKey::Gateway(g.clone()))).cloned().unwrap_or_default();
+    let backend_policies = |name: &str| kept.get(&TargetKey::Backend(name.to_string())).cloned().unwrap_or_default();
+
+    // Intern every principal an emitted rule names.
+    let mut principals: BTreeSet<String> = BTreeSet::new();
+    let mut emitted: Vec<&PolicyIr> = gateway_policies.clone();
+    for b in &config_backends {
+        emitted.extend(backend_policies(&b.name));
+    }
+    for p in &emitted {
+        principals.extend(p.rules.iter().filter_map(|r| r.principal.clone()));
+    }
+    let principals: Vec<String> = principals.into_iter().collect();
+    let index: BTreeMap<&str, u32> = principals.iter().enumerate().map(|(i, p)| (p.as_str(), i as u32)).collect();
+    let to_policy = |p: &PolicyIr| Policy {
+        name: p.ns_name.clone(),
+        rules: p
+            .rules
+            .iter()
+            .map(|r| Rule {
+                name: r.name.clone(),
+                principals: r.principal.as_deref().and_then(|id| index.get(id)).map(|i| vec![*i]),
+                http: r.http.clone(),
+                mcp: r.mcp.clone(),
+            })
+            .collect(),
+    };
+    for b in config_backends.iter_mut() {
+        b.policies = backend_policies(&b.name).into_iter().map(to_policy).collect();
+    }
+    let gateway_target = Target { name: gateway.clone().unwrap_or_default(), policies: gateway_policies.iter().map(|p| to_policy(p)).collect() };
+
+    if diags.has_errors() {
+        return Err(diags);
+    }
+    let mut peers = opts.xfcc_peers.clone();
+    peers.sort();
+    peers.dedup();
+    let config = Config {
+        version: CONFIG_VERSION.to_string(),
+        settings: Settings {
+            denial: opts.denial,
+            max_body_bytes: opts.max_body_bytes,
+            identity: IdentitySettings { forwarded_client_cert: ForwardedClientCert { trust: opts.xfcc_trust, peers } },
+            audit_log: true,
+        },
+        principals,
+        gateway: gateway_target,
+        backends: config_backends,
+        routes,
+    };
+    let summary = summary(&config, &read);
+    Ok(Compiled { config, warnings: diags.warnings, summary })
+}
+
+fn describe(t: &TargetKey) -> String {
+    match t {
+        TargetKey::Gateway(n) => format!("Gateway {n}"),
+        TargetKey::Backend(n) => format!("XBackend {n}"),
+    }
+}
+
+fn summary(c: &Config, read: &Read) -> String {
+    let backend_policies: usize = c.backends.iter().map(|b| b.policies.len()).sum();
+    let gateway = if c.gateway.name.is_empty() { "no gateway".to_string() } else { format!("gateway {}", c.gateway.name) };
+    format!(
+        "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}",
+        plural(c.backends.len(), "XBackend", "XBackends"),
+        plural(read.policies.len(), "XAccessPolicy", "XAccessPolicies"),
+        plural(c.gateway.policies.len(), "policy", "policies"),
+        plural(backend_policies, "policy", "policies"),
+        plural(c.principals.len(), "principal", "principals"),
+        plural(c.routes.clusters.len(), "cluster", "clusters"),
+        plural(c.routes.authorities.len(), "authority", "authorities"),
+    )
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn check_options(opts: &Options, diags: &mut Diags) {
+    let dns = |s: &str| !s.is_empty() && s.split('.').all(policy::is_dns_label);
+    if !dns(&opts.trust_domain) {
+        diags.error("--trust-domain", "", format!("Invalid value: {:?}: must be a lower-case DNS name", opts.trust_domain));
+    }
+    if !dns(&opts.cluster_domain) {
+        diags.error("--cluster-domain", "", format!("Invalid value: {:?}: must be a lower-case DNS name", opts.cluster_domain));
+    }
+    if !policy::is_dns_label(&opts.default_namespace) {
+        diags.error("--namespace", "", format!("Invalid value: {:?}: must be a lower-case DNS label", opts.default_namespace));
+    }
+    if opts.max_body_bytes == 0 {
+        diags.error("--max-body-bytes", "", "must be greater than 0");
+    }
+    match (opts.xfcc_trust, opts.xfcc_peers.is_empty()) {
+        (XfccTrust::FromPeers, true) => diags.error("--trust-xfcc", "", "from-peers needs at least one --xfcc-peer SPIFFE_ID"),
+        (XfccTrust::Never | XfccTrust::Always, false) => diags.error("--xfcc-peer", "", "only meaningful with --trust-xfcc from-peers"),
+        _ => {}
+    }
+    for p in &opts.xfcc_peers {
+        if !is_spiffe_id(p) {
+            diags.error("--xfcc-peer", "", format!("Invalid value: {p:?}: must be a SPIFFE ID (spiffe://trust-domain/path)"));
+        }
+    }
+}
+
+/// The pattern the KAN CRD uses for `source.spiffe`.
+fn is_spiffe_id(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("spiffe://") else { return false };
+    let mut parts = rest.split('/');
+    let domain_ok = parts.next().is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)));
+    domain_ok && parts.all(|seg| !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)))
+}
+
+/// What the input contributed, before target selection.
+#[derive(Default)]
+struct Read {
+    backends: Vec<BackendIr>,
+    /// Every XBackend `ns/name` in the input, valid or not: a policy on an invalid backend should not also
+    /// get a "not in the input" error.
+    backend_names: BTreeSet<String>,
+    policies: Vec<PolicyIr>,
+    aliases: Vec<PathAlias>,
+    gateways: BTreeSet<String>,
+}
+
+fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
+    let mut read = Read::default();
+    let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
+    let ctx = policy::Context { trust_domain: &opts.trust_domain };
+    for mut obj in objects {
+        let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy");
+        let gateway_api = routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
+        if !ours && !gateway_api {
+            if obj.group() == GROUP {
+                diags.warn(format!("{}: kind {} is not one Grantwall reads (XBackend, XAccessPolicy): ignored", obj.location(), obj.kind));
+            }
+            continue;
+        }
+        if obj.name.is_empty() {
+            diags.error(obj.location(), "metadata.name", "Required value");
+            continue;
+        }
+        // The same object twice would make the output depend on which copy came first.
+        let key = (obj.group().to_string(), obj.kind.clone(), obj.ns_name());
+        if let Some(first) = seen.get(&key) {
+            diags.error(obj.location(), "", format!("defined twice (first at {first})"));
+            continue;
+        }
+        seen.insert(key, obj.origin.to_string());
+        if gateway_api {
+            if obj.kind == "Gateway" {
+                read.gateways.insert(obj.ns_name());
+            } else {
+                read.aliases.extend(routes::read_httproute(&obj, diags));
+            }
+            continue;
+        }
+        if obj.kind == "XBackend" {
+            read.backend_names.insert(obj.ns_name());
+        }
+        let crd = match crd_schema::find(&obj.kind, &obj.api_version) {
+            Ok(Some(crd)) => crd,
+            Ok(None) => {
+                let served = crd_schema::served_versions(&obj.kind).unwrap_or_default().join(", ");
+                diags.error(obj.location(), "apiVersion", format!("Unsupported value: {:?}: {} is served as {served}", obj.api_version, obj.kind));
+                continue;
+            }
+            Err(e) => {
+                diags.error(obj.location(), "", e);
+                continue;
+            }
+        };
+        let violations = crd_schema::validate_object(crd, &mut obj.value);
+        if !violations.is_empty() {
+            for v in violations {
+                diags.error(obj.location(), v.path, v.message);
+            }
+            continue;
+        }
+        if obj.kind == "XBackend" {
+            if let Some(b) = routes::read_backend(&obj, diags) {
+                read.backends.push(b);
+            }
+        } else if let Some(p) = policy::read(&obj, &ctx, diags) {
+            read.policies.push(p);
+        }
+    }
+    read
+}
+
+/// `--gateway`, or the one Gateway the input names (defined, or targeted by a policy).
+fn select_gateway(read: &Read, opts: &Options, diags: &mut Diags) -> Option<String> {
+    let targeted: BTreeSet<String> = read
+        .policies
+        .iter()
+        .flat_map(|p| &p.targets)
+        .filter_map(|(t, _)| match t {
+            TargetKey::Gateway(g) => Some(g.clone()),
+            TargetKey::Backend(_) => None,
+        })
+        .collect();
+    let known: BTreeSet<String> = targeted.union(&read.gateways).cloned().collect();
+    if let Some(g) = &opts.gateway {
+        let g = if g.contains('/') { g.clone() } else { format!("{}/{g}", opts.default_namespace) };
+        let valid = g.split_once('/').is_some_and(|(ns, name)| policy::is_dns_label(ns) && !name.is_empty() && !name.contains('/'));
+        if !valid {
+            diags.error("--gateway", "", format!("Invalid value: {g:?}: expected NAMESPACE/NAME"));
+            return None;
+        }
+        if !known.contains(&g) {
+            diags.warn(format!("--gateway {g}: no Gateway of that name is defined in the input or targeted by a policy"));
+        }
+        return Some(g);
+    }
+    match known.len() {
+        0 => None,
+        1 => known.into_iter().next(),
+        _ => {
+            let list: Vec<String> = known.into_iter().collect();
+            diags.error("", "", format!("the input names several Gateways ({}): choose the one this filter runs in with --gateway NAMESPACE/NAME", list.join(", ")));
+            None
+        }
+    }
+}
