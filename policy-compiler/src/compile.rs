@@ -8,8 +8,8 @@ use crate::input::{self, Object, Source};
 use crate::policy::{self, PolicyIr, TargetKey, GROUP};
 use crate::routes::{self, BackendIr, PathAlias};
 use grantwall_core::config::{
-    self, Config, DenialStyle, ForwardedClientCert, IdentitySettings, Policy, Rule, Settings, Target, XfccTrust,
-    CONFIG_VERSION, MAX_POLICIES_PER_TARGET,
+    self, Config, DenialStyle, ForwardedClientCert, IdentitySettings, Policy, Rule, Settings,
+    Target, XfccTrust, CONFIG_VERSION, MAX_POLICIES_PER_TARGET,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,14 +53,23 @@ pub struct Compiled {
 pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     let mut diags = Diags::default();
     check_options(opts, &mut diags);
-    let objects: Vec<Object> = sources.iter().flat_map(|s| input::objects(s, &opts.default_namespace, &mut diags)).collect();
+    let objects: Vec<Object> = sources
+        .iter()
+        .flat_map(|s| input::objects(s, &opts.default_namespace, &mut diags))
+        .collect();
     let read = read_objects(objects, opts, &mut diags);
     let gateway = select_gateway(&read, opts, &mut diags);
 
     let mut backends = read.backends.clone();
     backends.sort_by(|a, b| a.ns_name.cmp(&b.ns_name));
-    let (mut config_backends, routes) =
-        routes::build(&backends, &read.aliases, &routes::RouteOptions { cluster_domain: &opts.cluster_domain }, &mut diags);
+    let (mut config_backends, routes) = routes::build(
+        &backends,
+        &read.aliases,
+        &routes::RouteOptions {
+            cluster_domain: &opts.cluster_domain,
+        },
+        &mut diags,
+    );
 
     // Policies per target, oldest first; KAN accepts at most MAX_POLICIES_PER_TARGET of them.
     let mut per_target: BTreeMap<TargetKey, Vec<&PolicyIr>> = BTreeMap::new();
@@ -82,9 +91,18 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     }
     let mut kept: BTreeMap<TargetKey, Vec<&PolicyIr>> = BTreeMap::new();
     for (target, mut list) in per_target {
-        list.sort_by(|a, b| (a.created.is_none(), a.created, &a.ns_name).cmp(&(b.created.is_none(), b.created, &b.ns_name)));
+        list.sort_by(|a, b| {
+            (a.created.is_none(), a.created, &a.ns_name).cmp(&(
+                b.created.is_none(),
+                b.created,
+                &b.ns_name,
+            ))
+        });
         if list.len() > MAX_POLICIES_PER_TARGET {
-            let dropped: Vec<&str> = list[MAX_POLICIES_PER_TARGET..].iter().map(|p| p.ns_name.as_str()).collect();
+            let dropped: Vec<&str> = list[MAX_POLICIES_PER_TARGET..]
+                .iter()
+                .map(|p| p.ns_name.as_str())
+                .collect();
             let applies = match &target {
                 TargetKey::Gateway(g) => gateway.as_deref() == Some(g.as_str()),
                 TargetKey::Backend(_) => true,
@@ -102,9 +120,16 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         kept.insert(target, list);
     }
 
-    let gateway_policies: Vec<&PolicyIr> =
-        gateway.as_ref().and_then(|g| kept.get(&TargetKey::Gateway(g.clone()))).cloned().unwrap_or_default();
-    let backend_policies = |name: &str| kept.get(&TargetKey::Backend(name.to_string())).cloned().unwrap_or_default();
+    let gateway_policies: Vec<&PolicyIr> = gateway
+        .as_ref()
+        .and_then(|g| kept.get(&TargetKey::Gateway(g.clone())))
+        .cloned()
+        .unwrap_or_default();
+    let backend_policies = |name: &str| {
+        kept.get(&TargetKey::Backend(name.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    };
 
     // Intern every principal an emitted rule names.
     let mut principals: BTreeSet<String> = BTreeSet::new();
@@ -116,7 +141,11 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         principals.extend(p.rules.iter().filter_map(|r| r.principal.clone()));
     }
     let principals: Vec<String> = principals.into_iter().collect();
-    let index: BTreeMap<&str, u32> = principals.iter().enumerate().map(|(i, p)| (p.as_str(), i as u32)).collect();
+    let index: BTreeMap<&str, u32> = principals
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i as u32))
+        .collect();
     let to_policy = |p: &PolicyIr| Policy {
         name: p.ns_name.clone(),
         rules: p
@@ -124,16 +153,26 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             .iter()
             .map(|r| Rule {
                 name: r.name.clone(),
-                principals: r.principal.as_deref().and_then(|id| index.get(id)).map(|i| vec![*i]),
+                principals: r
+                    .principal
+                    .as_deref()
+                    .and_then(|id| index.get(id))
+                    .map(|i| vec![*i]),
                 http: r.http.clone(),
                 mcp: r.mcp.clone(),
             })
             .collect(),
     };
     for b in config_backends.iter_mut() {
-        b.policies = backend_policies(&b.name).into_iter().map(to_policy).collect();
+        b.policies = backend_policies(&b.name)
+            .into_iter()
+            .map(to_policy)
+            .collect();
     }
-    let gateway_target = Target { name: gateway.clone().unwrap_or_default(), policies: gateway_policies.iter().map(|p| to_policy(p)).collect() };
+    let gateway_target = Target {
+        name: gateway.clone().unwrap_or_default(),
+        policies: gateway_policies.iter().map(|p| to_policy(p)).collect(),
+    };
 
     if diags.has_errors() {
         return Err(diags);
@@ -146,7 +185,12 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         settings: Settings {
             denial: opts.denial,
             max_body_bytes: opts.max_body_bytes,
-            identity: IdentitySettings { forwarded_client_cert: ForwardedClientCert { trust: opts.xfcc_trust, peers } },
+            identity: IdentitySettings {
+                forwarded_client_cert: ForwardedClientCert {
+                    trust: opts.xfcc_trust,
+                    peers,
+                },
+            },
             audit_log: true,
         },
         principals,
@@ -155,7 +199,11 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         routes,
     };
     let summary = summary(&config, &read);
-    Ok(Compiled { config, warnings: diags.warnings, summary })
+    Ok(Compiled {
+        config,
+        warnings: diags.warnings,
+        summary,
+    })
 }
 
 fn describe(t: &TargetKey) -> String {
@@ -167,7 +215,11 @@ fn describe(t: &TargetKey) -> String {
 
 fn summary(c: &Config, read: &Read) -> String {
     let backend_policies: usize = c.backends.iter().map(|b| b.policies.len()).sum();
-    let gateway = if c.gateway.name.is_empty() { "no gateway".to_string() } else { format!("gateway {}", c.gateway.name) };
+    let gateway = if c.gateway.name.is_empty() {
+        "no gateway".to_string()
+    } else {
+        format!("gateway {}", c.gateway.name)
+    };
     format!(
         "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}",
         plural(c.backends.len(), "XBackend", "XBackends"),
@@ -187,35 +239,80 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 fn check_options(opts: &Options, diags: &mut Diags) {
     let dns = |s: &str| !s.is_empty() && s.split('.').all(policy::is_dns_label);
     if !dns(&opts.trust_domain) {
-        diags.error("--trust-domain", "", format!("Invalid value: {:?}: must be a lower-case DNS name", opts.trust_domain));
+        diags.error(
+            "--trust-domain",
+            "",
+            format!(
+                "Invalid value: {:?}: must be a lower-case DNS name",
+                opts.trust_domain
+            ),
+        );
     }
     if !dns(&opts.cluster_domain) {
-        diags.error("--cluster-domain", "", format!("Invalid value: {:?}: must be a lower-case DNS name", opts.cluster_domain));
+        diags.error(
+            "--cluster-domain",
+            "",
+            format!(
+                "Invalid value: {:?}: must be a lower-case DNS name",
+                opts.cluster_domain
+            ),
+        );
     }
     if !policy::is_dns_label(&opts.default_namespace) {
-        diags.error("--namespace", "", format!("Invalid value: {:?}: must be a lower-case DNS label", opts.default_namespace));
+        diags.error(
+            "--namespace",
+            "",
+            format!(
+                "Invalid value: {:?}: must be a lower-case DNS label",
+                opts.default_namespace
+            ),
+        );
     }
     if opts.max_body_bytes == 0 {
         diags.error("--max-body-bytes", "", "must be greater than 0");
     }
     match (opts.xfcc_trust, opts.xfcc_peers.is_empty()) {
-        (XfccTrust::FromPeers, true) => diags.error("--trust-xfcc", "", "from-peers needs at least one --xfcc-peer SPIFFE_ID"),
-        (XfccTrust::Never | XfccTrust::Always, false) => diags.error("--xfcc-peer", "", "only meaningful with --trust-xfcc from-peers"),
+        (XfccTrust::FromPeers, true) => diags.error(
+            "--trust-xfcc",
+            "",
+            "from-peers needs at least one --xfcc-peer SPIFFE_ID",
+        ),
+        (XfccTrust::Never | XfccTrust::Always, false) => diags.error(
+            "--xfcc-peer",
+            "",
+            "only meaningful with --trust-xfcc from-peers",
+        ),
         _ => {}
     }
     for p in &opts.xfcc_peers {
         if !is_spiffe_id(p) {
-            diags.error("--xfcc-peer", "", format!("Invalid value: {p:?}: must be a SPIFFE ID (spiffe://trust-domain/path)"));
+            diags.error(
+                "--xfcc-peer",
+                "",
+                format!("Invalid value: {p:?}: must be a SPIFFE ID (spiffe://trust-domain/path)"),
+            );
         }
     }
 }
 
 /// The pattern the KAN CRD uses for `source.spiffe`.
 fn is_spiffe_id(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("spiffe://") else { return false };
+    let Some(rest) = s.strip_prefix("spiffe://") else {
+        return false;
+    };
     let mut parts = rest.split('/');
-    let domain_ok = parts.next().is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c)));
-    domain_ok && parts.all(|seg| !seg.is_empty() && seg.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)))
+    let domain_ok = parts.next().is_some_and(|d| {
+        !d.is_empty()
+            && d.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(&c))
+    });
+    domain_ok
+        && parts.all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+        })
 }
 
 /// What the input contributed, before target selection.
@@ -233,13 +330,20 @@ struct Read {
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
     let mut read = Read::default();
     let mut seen: BTreeMap<(String, String, String), String> = BTreeMap::new();
-    let ctx = policy::Context { trust_domain: &opts.trust_domain };
+    let ctx = policy::Context {
+        trust_domain: &opts.trust_domain,
+    };
     for mut obj in objects {
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy");
-        let gateway_api = routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
+        let gateway_api =
+            routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
             if obj.group() == GROUP {
-                diags.warn(format!("{}: kind {} is not one Grantwall reads (XBackend, XAccessPolicy): ignored", obj.location(), obj.kind));
+                diags.warn(format!(
+                    "{}: kind {} is not one Grantwall reads (XBackend, XAccessPolicy): ignored",
+                    obj.location(),
+                    obj.kind
+                ));
             }
             continue;
         }
@@ -250,7 +354,11 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         // The same object twice would make the output depend on which copy came first.
         let key = (obj.group().to_string(), obj.kind.clone(), obj.ns_name());
         if let Some(first) = seen.get(&key) {
-            diags.error(obj.location(), "", format!("defined twice (first at {first})"));
+            diags.error(
+                obj.location(),
+                "",
+                format!("defined twice (first at {first})"),
+            );
             continue;
         }
         seen.insert(key, obj.origin.to_string());
@@ -268,8 +376,17 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         let crd = match crd_schema::find(&obj.kind, &obj.api_version) {
             Ok(Some(crd)) => crd,
             Ok(None) => {
-                let served = crd_schema::served_versions(&obj.kind).unwrap_or_default().join(", ");
-                diags.error(obj.location(), "apiVersion", format!("Unsupported value: {:?}: {} is served as {served}", obj.api_version, obj.kind));
+                let served = crd_schema::served_versions(&obj.kind)
+                    .unwrap_or_default()
+                    .join(", ");
+                diags.error(
+                    obj.location(),
+                    "apiVersion",
+                    format!(
+                        "Unsupported value: {:?}: {} is served as {served}",
+                        obj.api_version, obj.kind
+                    ),
+                );
                 continue;
             }
             Err(e) => {
@@ -308,10 +425,20 @@ fn select_gateway(read: &Read, opts: &Options, diags: &mut Diags) -> Option<Stri
         .collect();
     let known: BTreeSet<String> = targeted.union(&read.gateways).cloned().collect();
     if let Some(g) = &opts.gateway {
-        let g = if g.contains('/') { g.clone() } else { format!("{}/{g}", opts.default_namespace) };
-        let valid = g.split_once('/').is_some_and(|(ns, name)| policy::is_dns_label(ns) && !name.is_empty() && !name.contains('/'));
+        let g = if g.contains('/') {
+            g.clone()
+        } else {
+            format!("{}/{g}", opts.default_namespace)
+        };
+        let valid = g.split_once('/').is_some_and(|(ns, name)| {
+            policy::is_dns_label(ns) && !name.is_empty() && !name.contains('/')
+        });
         if !valid {
-            diags.error("--gateway", "", format!("Invalid value: {g:?}: expected NAMESPACE/NAME"));
+            diags.error(
+                "--gateway",
+                "",
+                format!("Invalid value: {g:?}: expected NAMESPACE/NAME"),
+            );
             return None;
         }
         if !known.contains(&g) {

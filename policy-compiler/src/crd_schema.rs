@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 const XBACKEND_CRD: &str = include_str!("../crds/kan/agentic.networking.x-k8s.io_xbackends.yaml");
-const XACCESSPOLICY_CRD: &str = include_str!("../crds/kan/agentic.networking.x-k8s.io_xaccesspolicies.yaml");
+const XACCESSPOLICY_CRD: &str =
+    include_str!("../crds/kan/agentic.networking.x-k8s.io_xaccesspolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -99,32 +100,57 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
 
 /// The schema for `kind` served as `api_version`, if any.
 pub fn find(kind: &str, api_version: &str) -> Result<Option<&'static CrdVersion>, String> {
-    Ok(embedded()?.iter().find(|v| v.kind == kind && v.api_version() == api_version))
+    Ok(embedded()?
+        .iter()
+        .find(|v| v.kind == kind && v.api_version() == api_version))
 }
 
 /// The apiVersions under which `kind` is served, if it is one of ours.
 pub fn served_versions(kind: &str) -> Result<Vec<String>, String> {
-    Ok(embedded()?.iter().filter(|v| v.kind == kind).map(CrdVersion::api_version).collect())
+    Ok(embedded()?
+        .iter()
+        .filter(|v| v.kind == kind)
+        .map(CrdVersion::api_version)
+        .collect())
 }
 
 fn load_crd(text: &str) -> Result<Vec<CrdVersion>, String> {
     let docs = yaml::parse_documents(text).map_err(|e| e.to_string())?;
     let crd = docs.into_iter().next().ok_or("empty CRD file")?.value;
     let spec = crd.get("spec").ok_or("CRD without spec")?;
-    let group = spec.get("group").and_then(Value::as_str).ok_or("CRD without spec.group")?;
-    let kind = spec.pointer("/names/kind").and_then(Value::as_str).ok_or("CRD without spec.names.kind")?;
-    let versions = spec.get("versions").and_then(Value::as_array).ok_or("CRD without spec.versions")?;
+    let group = spec
+        .get("group")
+        .and_then(Value::as_str)
+        .ok_or("CRD without spec.group")?;
+    let kind = spec
+        .pointer("/names/kind")
+        .and_then(Value::as_str)
+        .ok_or("CRD without spec.names.kind")?;
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or("CRD without spec.versions")?;
     let mut out = Vec::new();
     for v in versions {
-        let name = v.get("name").and_then(Value::as_str).ok_or("CRD version without name")?;
+        let name = v
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("CRD version without name")?;
         if v.get("served") != Some(&Value::Bool(true)) {
             continue;
         }
-        let raw = v.pointer("/schema/openAPIV3Schema").ok_or("CRD version without schema")?;
-        let mut schema: Schema =
-            serde_json::from_value(raw.clone()).map_err(|e| format!("{kind} {name}: unsupported schema: {e}"))?;
+        let raw = v
+            .pointer("/schema/openAPIV3Schema")
+            .ok_or("CRD version without schema")?;
+        let mut schema: Schema = serde_json::from_value(raw.clone())
+            .map_err(|e| format!("{kind} {name}: unsupported schema: {e}"))?;
         schema.prepare(&format!("{kind} {name}"))?;
-        out.push(CrdVersion { group: group.to_string(), kind: kind.to_string(), version: name.to_string(), schema });
+        out.push(CrdVersion {
+            group: group.to_string(),
+            kind: kind.to_string(),
+            version: name.to_string(),
+            schema,
+        });
     }
     Ok(out)
 }
@@ -133,11 +159,15 @@ impl Schema {
     /// Compiles patterns and checks that every CEL rule has a Rust implementation.
     fn prepare(&mut self, at: &str) -> Result<(), String> {
         if let Some(p) = &self.pattern {
-            self.pattern_re = Some(regex::Regex::new(p).map_err(|e| format!("{at}: pattern {p:?}: {e}"))?);
+            self.pattern_re =
+                Some(regex::Regex::new(p).map_err(|e| format!("{at}: pattern {p:?}: {e}"))?);
         }
         for v in &self.validations {
             if kan_rules::lookup(&v.rule).is_none() {
-                return Err(format!("{at}: no implementation for x-kubernetes-validations rule {:?}", v.rule));
+                return Err(format!(
+                    "{at}: no implementation for x-kubernetes-validations rule {:?}",
+                    v.rule
+                ));
             }
         }
         for (name, p) in self.properties.iter_mut() {
@@ -176,14 +206,20 @@ pub fn validate_object(crd: &CrdVersion, object: &mut Value) -> Vec<Violation> {
     let mut out = Vec::new();
     let schema = &crd.schema;
     let Some(map) = object.as_object_mut() else {
-        out.push(Violation { path: String::new(), message: "must be a mapping".to_string() });
+        out.push(Violation {
+            path: String::new(),
+            message: "must be a mapping".to_string(),
+        });
         return out;
     };
     let label = format!("{} {}", crd.kind, crd.version);
     let root = FieldPath::root();
     for required in &schema.required {
         if matches!(map.get(required), None | Some(Value::Null)) {
-            out.push(Violation { path: root.field(required).to_string(), message: "Required value".to_string() });
+            out.push(Violation {
+                path: root.field(required).to_string(),
+                message: "Required value".to_string(),
+            });
         }
     }
     for (key, value) in map.iter_mut() {
@@ -191,7 +227,10 @@ pub fn validate_object(crd: &CrdVersion, object: &mut Value) -> Vec<Violation> {
         match (key.as_str(), schema.properties.get(key)) {
             ("metadata" | "status", _) => {
                 if !value.is_object() {
-                    out.push(Violation { path: path.to_string(), message: "must be a mapping".to_string() });
+                    out.push(Violation {
+                        path: path.to_string(),
+                        message: "must be a mapping".to_string(),
+                    });
                 }
             }
             (_, Some(prop)) => {
@@ -207,7 +246,9 @@ pub fn validate_object(crd: &CrdVersion, object: &mut Value) -> Vec<Violation> {
 fn unknown_field(path: &FieldPath, label: &str) -> Violation {
     Violation {
         path: path.to_string(),
-        message: format!("unknown field (not in the {label} schema; the API server would drop it silently)"),
+        message: format!(
+            "unknown field (not in the {label} schema; the API server would drop it silently)"
+        ),
     }
 }
 
@@ -277,7 +318,13 @@ fn show(v: &Value) -> String {
     v.to_string()
 }
 
-fn validate_node(schema: &Schema, value: &Value, path: &FieldPath, label: &str, out: &mut Vec<Violation>) {
+fn validate_node(
+    schema: &Schema,
+    value: &Value,
+    path: &FieldPath,
+    label: &str,
+    out: &mut Vec<Violation>,
+) {
     if value.is_null() && schema.nullable {
         return;
     }
@@ -292,7 +339,11 @@ fn validate_node(schema: &Schema, value: &Value, path: &FieldPath, label: &str, 
     if let Some(allowed) = &schema.enum_values {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(show).collect();
-            here.push(format!("Unsupported value: {}: supported values: {}", show(value), list.join(", ")));
+            here.push(format!(
+                "Unsupported value: {}: supported values: {}",
+                show(value),
+                list.join(", ")
+            ));
         }
     }
     match value {
@@ -313,7 +364,10 @@ fn validate_node(schema: &Schema, value: &Value, path: &FieldPath, label: &str, 
         Value::Object(map) => {
             for required in &schema.required {
                 if matches!(map.get(required), None | Some(Value::Null)) {
-                    out.push(Violation { path: path.field(required).to_string(), message: "Required value".to_string() });
+                    out.push(Violation {
+                        path: path.field(required).to_string(),
+                        message: "Required value".to_string(),
+                    });
                 }
             }
             for (key, child) in map {
@@ -331,14 +385,20 @@ fn validate_node(schema: &Schema, value: &Value, path: &FieldPath, label: &str, 
     for rule in &schema.validations {
         if let Some(check) = kan_rules::lookup(&rule.rule) {
             if !check(value) {
-                out.push(Violation { path: path.to_string(), message: rule.message.clone() });
+                out.push(Violation {
+                    path: path.to_string(),
+                    message: rule.message.clone(),
+                });
             }
         }
     }
 }
 
 fn flush(path: &FieldPath, messages: Vec<String>, out: &mut Vec<Violation>) {
-    out.extend(messages.into_iter().map(|message| Violation { path: path.to_string(), message }));
+    out.extend(messages.into_iter().map(|message| Violation {
+        path: path.to_string(),
+        message,
+    }));
 }
 
 fn validate_string(schema: &Schema, s: &str, msgs: &mut Vec<String>) {
@@ -355,7 +415,10 @@ fn validate_string(schema: &Schema, s: &str, msgs: &mut Vec<String>) {
     }
     if let (Some(re), Some(p)) = (&schema.pattern_re, &schema.pattern) {
         if !re.is_match(s) {
-            msgs.push(format!("Invalid value: {}: should match '{p}'", show(&Value::String(s.to_string()))));
+            msgs.push(format!(
+                "Invalid value: {}: should match '{p}'",
+                show(&Value::String(s.to_string()))
+            ));
         }
     }
 }
@@ -378,7 +441,10 @@ fn validate_number(schema: &Schema, n: &serde_json::Number, msgs: &mut Vec<Strin
         _ => true,
     };
     if !in_range {
-        msgs.push(format!("out of range for {}", schema.format.as_deref().unwrap_or_default()));
+        msgs.push(format!(
+            "out of range for {}",
+            schema.format.as_deref().unwrap_or_default()
+        ));
     }
 }
 
@@ -428,14 +494,20 @@ mod tests {
 
     fn check(kind: &str, api_version: &str, mut v: Value) -> (Value, Vec<String>) {
         let crd = find(kind, api_version).unwrap().unwrap();
-        let errs = validate_object(crd, &mut v).into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+        let errs = validate_object(crd, &mut v)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
         (v, errs)
     }
 
     #[test]
     fn embedded_crds_load_with_every_rule_implemented() {
         let all = embedded().unwrap();
-        let names: Vec<String> = all.iter().map(|v| format!("{} {}", v.kind, v.api_version())).collect();
+        let names: Vec<String> = all
+            .iter()
+            .map(|v| format!("{} {}", v.kind, v.api_version()))
+            .collect();
         assert_eq!(
             names,
             [
@@ -504,7 +576,17 @@ mod tests {
                 "spec.targetRefs[0].name: must be of type string, got integer",
             ]
         );
-        let (_, errs) = check("XAccessPolicy", "agentic.networking.x-k8s.io/v0alpha0", json!({"spec": {"rules": []}}));
-        assert_eq!(errs, ["spec.targetRefs: Required value", "spec.rules: has 0 items, fewer than 1"]);
+        let (_, errs) = check(
+            "XAccessPolicy",
+            "agentic.networking.x-k8s.io/v0alpha0",
+            json!({"spec": {"rules": []}}),
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.targetRefs: Required value",
+                "spec.rules: has 0 items, fewer than 1"
+            ]
+        );
     }
 }

@@ -33,8 +33,16 @@ pub struct Diag {
 }
 
 impl Diag {
-    pub fn new(location: impl Into<String>, path: impl Into<String>, message: impl Into<String>) -> Diag {
-        Diag { location: location.into(), path: path.into(), message: message.into() }
+    pub fn new(
+        location: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Diag {
+        Diag {
+            location: location.into(),
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -59,7 +67,12 @@ pub struct Diags {
 }
 
 impl Diags {
-    pub fn error(&mut self, location: impl Into<String>, path: impl Into<String>, message: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        location: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(Diag::new(location, path, message));
     }
 
@@ -110,14 +123,24 @@ mod tests {
 
     #[test]
     fn diag_format_skips_empty_parts() {
-        assert_eq!(Diag::new("a.yaml doc 1 XBackend ns/b", "spec.mcp", "bad").to_string(), "a.yaml doc 1 XBackend ns/b: spec.mcp: bad");
-        assert_eq!(Diag::new("a.yaml doc 1", "", "bad").to_string(), "a.yaml doc 1: bad");
+        assert_eq!(
+            Diag::new("a.yaml doc 1 XBackend ns/b", "spec.mcp", "bad").to_string(),
+            "a.yaml doc 1 XBackend ns/b: spec.mcp: bad"
+        );
+        assert_eq!(
+            Diag::new("a.yaml doc 1", "", "bad").to_string(),
+            "a.yaml doc 1: bad"
+        );
         assert_eq!(Diag::new("", "", "bad").to_string(), "bad");
     }
 
     #[test]
     fn field_paths() {
-        let p = FieldPath::root().field("spec").field("rules").index(0).field("name");
+        let p = FieldPath::root()
+            .field("spec")
+            .field("rules")
+            .index(0)
+            .field("name");
         assert_eq!(p.as_str(), "spec.rules[0].name");
     }
 }

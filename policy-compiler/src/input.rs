@@ -35,7 +35,10 @@ impl Object {
         if self.name.is_empty() {
             format!("{} {}", self.origin, self.kind)
         } else {
-            format!("{} {} {}/{}", self.origin, self.kind, self.namespace, self.name)
+            format!(
+                "{} {} {}/{}",
+                self.origin, self.kind, self.namespace, self.name
+            )
         }
     }
 
@@ -45,7 +48,10 @@ impl Object {
 
     /// The API group of `apiVersion` (empty for the core group, as in `v1`).
     pub fn group(&self) -> &str {
-        self.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("")
+        self.api_version
+            .rsplit_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("")
     }
 }
 
@@ -56,13 +62,20 @@ pub fn read_sources(args: &[String], stdin: &mut dyn Read, diags: &mut Diags) ->
     for arg in args {
         if arg == "-" {
             if stdin_used {
-                diags.error("<stdin>", "", "`-f -` given more than once: stdin can be read only once");
+                diags.error(
+                    "<stdin>",
+                    "",
+                    "`-f -` given more than once: stdin can be read only once",
+                );
                 continue;
             }
             stdin_used = true;
             let mut text = String::new();
             match stdin.read_to_string(&mut text) {
-                Ok(_) => out.push(Source { name: "<stdin>".to_string(), text }),
+                Ok(_) => out.push(Source {
+                    name: "<stdin>".to_string(),
+                    text,
+                }),
                 Err(e) => diags.error("<stdin>", "", format!("cannot read: {e}")),
             }
             continue;
@@ -75,7 +88,11 @@ pub fn read_sources(args: &[String], stdin: &mut dyn Read, diags: &mut Diags) ->
                 collect_yaml_files(&path, &mut files, &mut seen, diags);
                 files.sort();
                 if files.is_empty() {
-                    diags.error(arg.as_str(), "", "directory contains no *.yaml or *.yml file");
+                    diags.error(
+                        arg.as_str(),
+                        "",
+                        "directory contains no *.yaml or *.yml file",
+                    );
                 }
                 for f in files {
                     read_file(&f, &mut out, diags);
@@ -100,7 +117,12 @@ fn read_file(path: &Path, out: &mut Vec<Source>, diags: &mut Diags) {
 }
 
 /// Recursive walk; `seen` holds canonical directory paths so symlink loops end.
-fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, seen: &mut BTreeSet<PathBuf>, diags: &mut Diags) {
+fn collect_yaml_files(
+    dir: &Path,
+    files: &mut Vec<PathBuf>,
+    seen: &mut BTreeSet<PathBuf>,
+    diags: &mut Diags,
+) {
     let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     if !seen.insert(canonical) {
         return;
@@ -108,7 +130,11 @@ fn collect_yaml_files(dir: &Path, files: &mut Vec<PathBuf>, seen: &mut BTreeSet<
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            diags.error(dir.display().to_string(), "", format!("cannot list directory: {e}"));
+            diags.error(
+                dir.display().to_string(),
+                "",
+                format!("cannot list directory: {e}"),
+            );
             return;
         }
     };
@@ -138,29 +164,48 @@ pub fn objects(source: &Source, default_namespace: &str, diags: &mut Diags) -> V
     let docs = match yaml::parse_documents(&source.text) {
         Ok(d) => d,
         Err(e) => {
-            diags.error(format!("{}: line {} column {}", source.name, e.line, e.column), "", e.message);
+            diags.error(
+                format!("{}: line {} column {}", source.name, e.line, e.column),
+                "",
+                e.message,
+            );
             return Vec::new();
         }
     };
     let mut out = Vec::new();
     for doc in docs {
-        let origin = Origin { file: source.name.clone(), doc: doc.index, item: None };
+        let origin = Origin {
+            file: source.name.clone(),
+            doc: doc.index,
+            item: None,
+        };
         if doc.value.is_null() {
             continue;
         }
-        let kind = doc.value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = doc
+            .value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if is_list_kind(kind) {
             match doc.value.get("items") {
                 Some(Value::Array(items)) => {
                     for (i, item) in items.iter().enumerate() {
-                        let origin = Origin { item: Some(i), ..origin.clone() };
+                        let origin = Origin {
+                            item: Some(i),
+                            ..origin.clone()
+                        };
                         if let Some(o) = object(origin, item.clone(), default_namespace, diags) {
                             out.push(o);
                         }
                     }
                 }
                 Some(Value::Null) | None => {}
-                Some(_) => diags.error(origin.to_string(), "items", format!("{kind} items must be a sequence")),
+                Some(_) => diags.error(
+                    origin.to_string(),
+                    "items",
+                    format!("{kind} items must be a sequence"),
+                ),
             }
             continue;
         }
@@ -171,10 +216,19 @@ pub fn objects(source: &Source, default_namespace: &str, diags: &mut Diags) -> V
     out
 }
 
-fn object(origin: Origin, value: Value, default_namespace: &str, diags: &mut Diags) -> Option<Object> {
+fn object(
+    origin: Origin,
+    value: Value,
+    default_namespace: &str,
+    diags: &mut Diags,
+) -> Option<Object> {
     let at = origin.to_string();
     if !value.is_object() {
-        diags.error(at, "", "not a Kubernetes object (the document is not a mapping)");
+        diags.error(
+            at,
+            "",
+            "not a Kubernetes object (the document is not a mapping)",
+        );
         return None;
     }
     let kind = match value.get("kind") {
@@ -195,17 +249,32 @@ fn object(origin: Origin, value: Value, default_namespace: &str, diags: &mut Dia
     let api_version = match value.get("apiVersion") {
         Some(Value::String(v)) if !v.is_empty() => v.clone(),
         _ => {
-            diags.error(format!("{at} {kind}"), "apiVersion", "Required value: must be a non-empty string");
+            diags.error(
+                format!("{at} {kind}"),
+                "apiVersion",
+                "Required value: must be a non-empty string",
+            );
             return None;
         }
     };
     let meta = value.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let namespace = match meta.and_then(|m| m.get("namespace")) {
         Some(Value::String(ns)) if !ns.is_empty() => ns.clone(),
         _ => default_namespace.to_string(),
     };
-    Some(Object { origin, api_version, kind, namespace, name, value })
+    Some(Object {
+        origin,
+        api_version,
+        kind,
+        namespace,
+        name,
+        value,
+    })
 }
 
 #[cfg(test)]
@@ -213,7 +282,10 @@ mod tests {
     use super::*;
 
     fn src(text: &str) -> Source {
-        Source { name: "in.yaml".to_string(), text: text.to_string() }
+        Source {
+            name: "in.yaml".to_string(),
+            text: text.to_string(),
+        }
     }
 
     #[test]
@@ -226,13 +298,23 @@ mod tests {
         );
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         let locs: Vec<String> = objs.iter().map(Object::location).collect();
-        assert_eq!(locs, ["in.yaml doc 1 Service x/s", "in.yaml doc 3 items[0] ConfigMap def/c"]);
+        assert_eq!(
+            locs,
+            [
+                "in.yaml doc 1 Service x/s",
+                "in.yaml doc 3 items[0] ConfigMap def/c"
+            ]
+        );
     }
 
     #[test]
     fn non_objects_are_errors() {
         let mut d = Diags::default();
-        objects(&src("just a string\n---\nfoo: bar\n---\nkind: X\n"), "default", &mut d);
+        objects(
+            &src("just a string\n---\nfoo: bar\n---\nkind: X\n"),
+            "default",
+            &mut d,
+        );
         let errs: Vec<String> = d.errors.iter().map(ToString::to_string).collect();
         assert_eq!(
             errs,
@@ -248,6 +330,9 @@ mod tests {
     fn yaml_errors_name_the_line() {
         let mut d = Diags::default();
         objects(&src("a: 1\na: 2\n"), "default", &mut d);
-        assert_eq!(d.errors[0].to_string(), "in.yaml: line 2 column 1: duplicate key \"a\"");
+        assert_eq!(
+            d.errors[0].to_string(),
+            "in.yaml: line 2 column 1: duplicate key \"a\""
+        );
     }
 }

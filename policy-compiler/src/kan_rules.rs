@@ -83,7 +83,10 @@ pub const RULES: &[(&str, Check)] = &[
 
 /// The implementation of `rule`, if we have one.
 pub fn lookup(rule: &str) -> Option<Check> {
-    RULES.iter().find(|(text, _)| *text == rule).map(|(_, check)| *check)
+    RULES
+        .iter()
+        .find(|(text, _)| *text == rule)
+        .map(|(_, check)| *check)
 }
 
 /// CEL `has(self.f)`: the field is present (the API server has already pruned nulls).
@@ -127,7 +130,10 @@ mod tests {
     }
 
     fn rule(text_start: &str) -> Check {
-        let found: Vec<_> = RULES.iter().filter(|(t, _)| t.starts_with(text_start)).collect();
+        let found: Vec<_> = RULES
+            .iter()
+            .filter(|(t, _)| t.starts_with(text_start))
+            .collect();
         assert_eq!(found.len(), 1, "{text_start}");
         found[0].1
     }
@@ -141,20 +147,32 @@ mod tests {
 
         let port = rule("(size(self.group)");
         assert!(!port(&json!({"group": "", "kind": "Service", "name": "x"})));
-        assert!(port(&json!({"group": "", "kind": "Service", "name": "x", "port": 1})));
-        assert!(port(&json!({"group": "example.com", "kind": "Thing", "name": "x"})));
+        assert!(port(
+            &json!({"group": "", "kind": "Service", "name": "x", "port": 1})
+        ));
+        assert!(port(
+            &json!({"group": "example.com", "kind": "Thing", "name": "x"})
+        ));
 
         let unique = rule("self.all(r, self.filter");
         assert!(unique(&json!([{"name": "a"}, {"name": "b"}])));
         assert!(!unique(&json!([{"name": "a"}, {"name": "a"}])));
 
         let same_kind = rule("self.all(ref");
-        assert!(!same_kind(&json!([{"kind": "Gateway"}, {"kind": "XBackend"}])));
-        assert!(same_kind(&json!([{"kind": "XBackend"}, {"kind": "XBackend"}])));
+        assert!(!same_kind(
+            &json!([{"kind": "Gateway"}, {"kind": "XBackend"}])
+        ));
+        assert!(same_kind(
+            &json!([{"kind": "XBackend"}, {"kind": "XBackend"}])
+        ));
 
         let target = rule("self.all(x, (x.group");
-        assert!(!target(&json!([{"group": "gateway.networking.k8s.io", "kind": "XBackend"}])));
-        assert!(target(&json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway"}])));
+        assert!(!target(
+            &json!([{"group": "gateway.networking.k8s.io", "kind": "XBackend"}])
+        ));
+        assert!(target(
+            &json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway"}])
+        ));
 
         let params = rule("has(self.params)");
         assert!(!params(&json!({"name": "prompts/list", "params": ["x"]})));

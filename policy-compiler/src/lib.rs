@@ -3,16 +3,16 @@
 //! plugin config (`grantwall_core::config::Config`). The binary (`main.rs`) is only the command line.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod diag;
-pub mod yaml;
-pub mod crd_schema;
-pub mod kan_rules;
 pub mod compile;
+pub mod crd_schema;
+pub mod diag;
 pub mod input;
+pub mod kan_rules;
 pub mod kan_types;
 pub mod policy;
 pub mod routes;
 pub mod timestamp;
+pub mod yaml;
 
 /// The JSON Schema of the compiled config, pretty-printed with a final newline (`grantwall schema`, and
 /// `docs/config-schema.json`, which a test keeps equal to it).

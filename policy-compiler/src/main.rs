@@ -49,8 +49,10 @@ Exit status: 0 success, 1 invalid input, 2 bad command line."
     )]
     Compile(CompileArgs),
     /// Print the JSON Schema of the compiled config (the file the filter reads).
-    #[command(long_about = "Print the JSON Schema (draft 2020-12) of the compiled config, generated from the \
-Rust types the filter deserialises. The same schema is committed as docs/config-schema.json.")]
+    #[command(
+        long_about = "Print the JSON Schema (draft 2020-12) of the compiled config, generated from the \
+Rust types the filter deserialises. The same schema is committed as docs/config-schema.json."
+    )]
     Schema {
         /// Write the schema to FILE instead of stdout.
         #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -81,7 +83,12 @@ struct CompileArgs {
     cluster_domain: String,
 
     /// Namespace of objects without metadata.namespace (as kubectl's -n).
-    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE", default_value = "default")]
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        value_name = "NAMESPACE",
+        default_value = "default"
+    )]
     namespace: String,
 
     /// How the filter answers a denied MCP request.
@@ -172,7 +179,10 @@ fn run_compile(args: CompileArgs) -> ExitCode {
     read_diags.errors.append(&mut diags.errors);
     read_diags.warnings.append(&mut diags.warnings);
     let mut stderr = std::io::stderr().lock();
-    let warnings = compiled.as_ref().map(|c| c.warnings.clone()).unwrap_or_default();
+    let warnings = compiled
+        .as_ref()
+        .map(|c| c.warnings.clone())
+        .unwrap_or_default();
     for w in read_diags.warnings.iter().chain(&warnings) {
         let _ = writeln!(stderr, "warning: {w}");
     }
@@ -183,7 +193,11 @@ fn run_compile(args: CompileArgs) -> ExitCode {
                 let _ = writeln!(stderr, "{e}");
             }
             let n = read_diags.errors.len();
-            let _ = writeln!(stderr, "grantwall: {n} error{}, nothing written", if n == 1 { "" } else { "s" });
+            let _ = writeln!(
+                stderr,
+                "grantwall: {n} error{}, nothing written",
+                if n == 1 { "" } else { "s" }
+            );
             return ExitCode::from(1);
         }
     };
@@ -191,7 +205,9 @@ fn run_compile(args: CompileArgs) -> ExitCode {
         let _ = writeln!(stderr, "grantwall: {}", compiled.summary);
         return ExitCode::SUCCESS;
     }
-    match render(&compiled.config, args.pretty).and_then(|text| write_output(args.output.as_deref(), &text)) {
+    match render(&compiled.config, args.pretty)
+        .and_then(|text| write_output(args.output.as_deref(), &text))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(stderr, "grantwall: {e}");
@@ -201,17 +217,28 @@ fn run_compile(args: CompileArgs) -> ExitCode {
 }
 
 fn render(config: &Config, pretty: bool) -> Result<String, String> {
-    let text = if pretty { serde_json::to_string_pretty(config) } else { serde_json::to_string(config) };
-    text.map(|t| t + "\n").map_err(|e| format!("cannot serialise config: {e}"))
+    let text = if pretty {
+        serde_json::to_string_pretty(config)
+    } else {
+        serde_json::to_string(config)
+    };
+    text.map(|t| t + "\n")
+        .map_err(|e| format!("cannot serialise config: {e}"))
 }
 
 /// Writes to a temporary file beside the target and renames it, so a reader never sees half a config.
 fn write_output(path: Option<&Path>, text: &str) -> Result<(), String> {
     let Some(path) = path.filter(|p| p.as_os_str() != "-") else {
         let mut out = std::io::stdout().lock();
-        return out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("cannot write stdout: {e}"));
+        return out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write stdout: {e}"));
     };
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp{}", std::process::id()));
     let result = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {

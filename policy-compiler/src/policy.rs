@@ -3,16 +3,22 @@
 
 use crate::diag::{Diags, FieldPath};
 use crate::input::Object;
-use crate::kan_types::{self, AuthorizationV0, AuthorizationV1, McpAuthorizationV1, PolicySpecV0, PolicySpecV1, Source, TargetRef};
+use crate::kan_types::{
+    self, AuthorizationV0, AuthorizationV1, McpAuthorizationV1, PolicySpecV0, PolicySpecV1, Source,
+    TargetRef,
+};
 use crate::timestamp::{self, Instant};
-use grantwall_core::config::{HeaderMatch, HttpMatch, MatchKind, McpMatch, McpMethod, MethodGrant, PathMatch};
+use grantwall_core::config::{
+    HeaderMatch, HttpMatch, MatchKind, McpMatch, McpMethod, MethodGrant, PathMatch,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const GROUP: &str = "agentic.networking.x-k8s.io";
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 pub const CEL_UNSUPPORTED: &str = "CEL rules are not supported yet (Grantwall issue #4)";
-pub const EXTAUTH_UNSUPPORTED: &str = "ExternalAuth policies are not supported yet (Grantwall issue #9)";
+pub const EXTAUTH_UNSUPPORTED: &str =
+    "ExternalAuth policies are not supported yet (Grantwall issue #9)";
 
 /// What a policy attaches to: `namespace/name` of a Gateway or an XBackend (same namespace as the policy).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,9 +68,24 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
             .enumerate()
             .map(|(i, r)| {
                 let p = spec.field("rules").index(i);
-                let principal = principal(Some(&r.source), &obj.namespace, ctx, &p.field("source"), &loc, diags);
-                let mcp = r.authorization.as_ref().and_then(|a| mcp_v0(a, &p.field("authorization"), &loc, diags));
-                RuleIr { name: r.name.clone(), principal, http: None, mcp }
+                let principal = principal(
+                    Some(&r.source),
+                    &obj.namespace,
+                    ctx,
+                    &p.field("source"),
+                    &loc,
+                    diags,
+                );
+                let mcp = r
+                    .authorization
+                    .as_ref()
+                    .and_then(|a| mcp_v0(a, &p.field("authorization"), &loc, diags));
+                RuleIr {
+                    name: r.name.clone(),
+                    principal,
+                    http: None,
+                    mcp,
+                }
             })
             .collect();
         (s.target_refs, rules)
@@ -76,11 +97,21 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
         match s.action.as_str() {
             "Allow" => {
                 if s.external_auth.is_some() {
-                    diags.warn(format!("{loc}: spec.externalAuth: ignored, because action is Allow"));
+                    diags.warn(format!(
+                        "{loc}: spec.externalAuth: ignored, because action is Allow"
+                    ));
                 }
             }
-            "ExternalAuth" => diags.error(loc.as_str(), spec.field("action").as_str(), EXTAUTH_UNSUPPORTED),
-            other => diags.error(loc.as_str(), spec.field("action").as_str(), format!("unknown action {other:?}")),
+            "ExternalAuth" => diags.error(
+                loc.as_str(),
+                spec.field("action").as_str(),
+                EXTAUTH_UNSUPPORTED,
+            ),
+            other => diags.error(
+                loc.as_str(),
+                spec.field("action").as_str(),
+                format!("unknown action {other:?}"),
+            ),
         }
         let rules = s
             .rules
@@ -89,21 +120,45 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
             .enumerate()
             .map(|(i, r)| {
                 let p = spec.field("rules").index(i);
-                let principal = principal(r.source.as_ref(), &obj.namespace, ctx, &p.field("source"), &loc, diags);
+                let principal = principal(
+                    r.source.as_ref(),
+                    &obj.namespace,
+                    ctx,
+                    &p.field("source"),
+                    &loc,
+                    diags,
+                );
                 let (http, mcp) = match &r.authorization {
                     Some(a) => authorization_v1(a, &p.field("authorization"), &loc, diags),
                     None => (None, None),
                 };
-                RuleIr { name: r.name.clone(), principal, http, mcp }
+                RuleIr {
+                    name: r.name.clone(),
+                    principal,
+                    http,
+                    mcp,
+                }
             })
             .collect();
         (s.target_refs, rules)
     };
-    let targets = targets(&target_refs, &obj.namespace, &spec.field("targetRefs"), &loc, diags);
+    let targets = targets(
+        &target_refs,
+        &obj.namespace,
+        &spec.field("targetRefs"),
+        &loc,
+        diags,
+    );
     if diags.errors.len() > before {
         return None;
     }
-    Some(PolicyIr { location: loc, ns_name: obj.ns_name(), created, targets, rules })
+    Some(PolicyIr {
+        location: loc,
+        ns_name: obj.ns_name(),
+        created,
+        targets,
+        rules,
+    })
 }
 
 fn fail(diags: &mut Diags, loc: &str, e: String) -> Option<PolicyIr> {
@@ -118,12 +173,22 @@ fn creation_timestamp(obj: &Object, diags: &mut Diags) -> Option<Instant> {
     }
     let parsed = raw.as_str().and_then(timestamp::parse_rfc3339);
     if parsed.is_none() {
-        diags.error(obj.location(), "metadata.creationTimestamp", format!("Invalid value: {raw}: must be an RFC 3339 date-time"));
+        diags.error(
+            obj.location(),
+            "metadata.creationTimestamp",
+            format!("Invalid value: {raw}: must be an RFC 3339 date-time"),
+        );
     }
     parsed
 }
 
-fn targets(refs: &[TargetRef], ns: &str, path: &FieldPath, loc: &str, diags: &mut Diags) -> Vec<(TargetKey, String)> {
+fn targets(
+    refs: &[TargetRef],
+    ns: &str,
+    path: &FieldPath,
+    loc: &str,
+    diags: &mut Diags,
+) -> Vec<(TargetKey, String)> {
     let mut out: Vec<(TargetKey, String)> = Vec::new();
     for (i, r) in refs.iter().enumerate() {
         let p = path.index(i);
@@ -160,22 +225,38 @@ fn principal(
     match s.kind.as_deref() {
         Some("SPIFFE") => {
             if s.service_account.is_some() {
-                diags.error(loc, path.field("serviceAccount").as_str(), "must not be set when type is SPIFFE");
+                diags.error(
+                    loc,
+                    path.field("serviceAccount").as_str(),
+                    "must not be set when type is SPIFFE",
+                );
             }
             match &s.spiffe {
                 Some(id) => Some(id.clone()),
                 None => {
-                    diags.error(loc, path.field("spiffe").as_str(), "Required value: type SPIFFE needs a spiffe ID");
+                    diags.error(
+                        loc,
+                        path.field("spiffe").as_str(),
+                        "Required value: type SPIFFE needs a spiffe ID",
+                    );
                     None
                 }
             }
         }
         Some("ServiceAccount") => {
             if s.spiffe.is_some() {
-                diags.error(loc, path.field("spiffe").as_str(), "must not be set when type is ServiceAccount");
+                diags.error(
+                    loc,
+                    path.field("spiffe").as_str(),
+                    "must not be set when type is ServiceAccount",
+                );
             }
             let Some(sa) = &s.service_account else {
-                diags.error(loc, path.field("serviceAccount").as_str(), "Required value: type ServiceAccount needs serviceAccount");
+                diags.error(
+                    loc,
+                    path.field("serviceAccount").as_str(),
+                    "Required value: type ServiceAccount needs serviceAccount",
+                );
                 return None;
             };
             let sa_path = path.field("serviceAccount");
@@ -186,13 +267,21 @@ fn principal(
                 ok = false;
             }
             if !is_dns_label(ns) {
-                diags.error(loc, sa_path.field("namespace").as_str(), format!("Invalid value: {ns:?}: a namespace must be a lower-case DNS label"));
+                diags.error(
+                    loc,
+                    sa_path.field("namespace").as_str(),
+                    format!("Invalid value: {ns:?}: a namespace must be a lower-case DNS label"),
+                );
                 ok = false;
             }
             ok.then(|| format!("spiffe://{}/ns/{ns}/sa/{}", ctx.trust_domain, sa.name))
         }
         Some(other) => {
-            diags.error(loc, path.field("type").as_str(), format!("unknown source type {other:?}"));
+            diags.error(
+                loc,
+                path.field("type").as_str(),
+                format!("unknown source type {other:?}"),
+            );
             None
         }
         None => {
@@ -207,7 +296,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
 }
@@ -227,10 +317,19 @@ fn authorization_v1(
         diags.error(loc, path.field("type").as_str(), CEL_UNSUPPORTED);
         return (None, None);
     }
-    let mut http = HttpMatch { methods: a.methods.clone(), hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(), ports: a.ports.clone(), ..HttpMatch::default() };
+    let mut http = HttpMatch {
+        methods: a.methods.clone(),
+        hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+        ports: a.ports.clone(),
+        ..HttpMatch::default()
+    };
     for (i, p) in a.paths.iter().enumerate() {
         let vp = path.field("paths").index(i).field("value");
-        let value = if p.value.is_empty() { "/".to_string() } else { p.value.clone() };
+        let value = if p.value.is_empty() {
+            "/".to_string()
+        } else {
+            p.value.clone()
+        };
         let kind = match p.kind.as_str() {
             "Exact" => MatchKind::Exact,
             "RegularExpression" => MatchKind::Regex,
@@ -239,26 +338,52 @@ fn authorization_v1(
         if kind == MatchKind::Regex {
             check_regex(&value, &vp, loc, diags);
         } else if !value.starts_with('/') {
-            diags.error(loc, vp.as_str(), format!("Invalid value: {value:?}: a path must start with '/'"));
+            diags.error(
+                loc,
+                vp.as_str(),
+                format!("Invalid value: {value:?}: a path must start with '/'"),
+            );
         }
         http.paths.push(PathMatch { kind, value });
     }
     for (i, h) in a.headers.iter().enumerate() {
-        let kind = if h.kind == "RegularExpression" { MatchKind::Regex } else { MatchKind::Exact };
+        let kind = if h.kind == "RegularExpression" {
+            MatchKind::Regex
+        } else {
+            MatchKind::Exact
+        };
         if kind == MatchKind::Regex {
-            check_regex(&h.value, &path.field("headers").index(i).field("value"), loc, diags);
+            check_regex(
+                &h.value,
+                &path.field("headers").index(i).field("value"),
+                loc,
+                diags,
+            );
         }
-        http.headers.push(HeaderMatch { name: h.name.to_ascii_lowercase(), kind, value: h.value.clone() });
+        http.headers.push(HeaderMatch {
+            name: h.name.to_ascii_lowercase(),
+            kind,
+            value: h.value.clone(),
+        });
     }
     let http_empty = http == HttpMatch::default();
-    let mcp = a.mcp.as_ref().map(|m| mcp_v1(m, &path.field("mcp"), loc, diags));
+    let mcp = a
+        .mcp
+        .as_ref()
+        .map(|m| mcp_v1(m, &path.field("mcp"), loc, diags));
     ((!http_empty).then_some(http), mcp)
 }
 
 /// The filter matches with `regex-lite`; a pattern it cannot load would make the whole config fail there.
 fn check_regex(value: &str, path: &FieldPath, loc: &str, diags: &mut Diags) {
     if let Err(e) = regex_lite::Regex::new(value) {
-        let first_line = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+        let first_line = e
+            .to_string()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         diags.error(loc, path.as_str(), format!("Invalid value: {value:?}: not a regular expression the filter (regex-lite) accepts: {first_line}"));
     }
 }
@@ -283,7 +408,11 @@ fn mcp_v1(m: &McpAuthorizationV1, path: &FieldPath, loc: &str, diags: &mut Diags
                 one => match McpMethod::from_name(one) {
                     Some(m) => vec![m],
                     None => {
-                        diags.error(loc, path.field("methods").index(i).field("name").as_str(), format!("unknown MCP method {one:?}"));
+                        diags.error(
+                            loc,
+                            path.field("methods").index(i).field("name").as_str(),
+                            format!("unknown MCP method {one:?}"),
+                        );
                         vec![]
                     }
                 },
@@ -294,14 +423,24 @@ fn mcp_v1(m: &McpAuthorizationV1, path: &FieldPath, loc: &str, diags: &mut Diags
         }
         grants
             .into_iter()
-            .map(|(method, names)| MethodGrant { method, names: names.map(|n| n.into_iter().collect()) })
+            .map(|(method, names)| MethodGrant {
+                method,
+                names: names.map(|n| n.into_iter().collect()),
+            })
             .collect()
     });
-    McpMatch { base_protocol, methods }
+    McpMatch {
+        base_protocol,
+        methods,
+    }
 }
 
 /// Two grants of one method: "any name" wins, otherwise the names add up.
-fn merge_grant(grants: &mut BTreeMap<McpMethod, Option<BTreeSet<String>>>, method: McpMethod, names: Option<BTreeSet<String>>) {
+fn merge_grant(
+    grants: &mut BTreeMap<McpMethod, Option<BTreeSet<String>>>,
+    method: McpMethod,
+    names: Option<BTreeSet<String>>,
+) {
     match grants.get_mut(&method) {
         None => {
             grants.insert(method, names);
@@ -322,9 +461,15 @@ fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &str, diags: &mut Diags) -
             let methods = if tools.is_empty() {
                 vec![]
             } else {
-                vec![MethodGrant { method: McpMethod::ToolsCall, names: Some(tools.into_iter().collect()) }]
+                vec![MethodGrant {
+                    method: McpMethod::ToolsCall,
+                    names: Some(tools.into_iter().collect()),
+                }]
             };
-            Some(McpMatch { base_protocol: true, methods: Some(methods) })
+            Some(McpMatch {
+                base_protocol: true,
+                methods: Some(methods),
+            })
         }
         "CEL" => {
             diags.error(loc, path.field("type").as_str(), CEL_UNSUPPORTED);
@@ -335,7 +480,11 @@ fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &str, diags: &mut Diags) -
             None
         }
         other => {
-            diags.error(loc, path.field("type").as_str(), format!("unknown authorization type {other:?}"));
+            diags.error(
+                loc,
+                path.field("type").as_str(),
+                format!("unknown authorization type {other:?}"),
+            );
             None
         }
     }

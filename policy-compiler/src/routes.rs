@@ -43,40 +43,74 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
     };
     let mut mcp = spec.mcp;
     if !mcp.path.starts_with('/') {
-        diags.error(loc.as_str(), "spec.mcp.path", format!("Invalid value: {:?}: must start with '/'", mcp.path));
+        diags.error(
+            loc.as_str(),
+            "spec.mcp.path",
+            format!("Invalid value: {:?}: must start with '/'", mcp.path),
+        );
     }
     if let Some(svc) = &mcp.service_name {
         if !is_dns_label(svc) {
-            diags.error(loc.as_str(), "spec.mcp.serviceName", format!("Invalid value: {svc:?}: a Service name must be a lower-case DNS label"));
+            diags.error(
+                loc.as_str(),
+                "spec.mcp.serviceName",
+                format!("Invalid value: {svc:?}: a Service name must be a lower-case DNS label"),
+            );
         }
     }
     if let Some(host) = &mcp.hostname {
         let lower = host.to_ascii_lowercase();
         let valid = lower.len() <= 253 && lower.split('.').all(is_dns_label);
         if !valid {
-            diags.error(loc.as_str(), "spec.mcp.hostname", format!("Invalid value: {host:?}: must be a DNS name without port or scheme"));
+            diags.error(
+                loc.as_str(),
+                "spec.mcp.hostname",
+                format!("Invalid value: {host:?}: must be a DNS name without port or scheme"),
+            );
         }
         mcp.hostname = Some(lower);
     }
     let annotation_path = format!("metadata.annotations[{CLUSTERS_ANNOTATION:?}]");
-    let extra_clusters = match obj.value.pointer("/metadata/annotations").and_then(|a| a.get(CLUSTERS_ANNOTATION)) {
+    let extra_clusters = match obj
+        .value
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(CLUSTERS_ANNOTATION))
+    {
         None => vec![],
         Some(Value::String(s)) => {
-            let names: Vec<String> = s.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_string).collect();
+            let names: Vec<String> = s
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
             if let Some(bad) = names.iter().find(|c| c.chars().any(char::is_whitespace)) {
-                diags.error(loc.as_str(), annotation_path.as_str(), format!("Invalid value: cluster name {bad:?} contains whitespace"));
+                diags.error(
+                    loc.as_str(),
+                    annotation_path.as_str(),
+                    format!("Invalid value: cluster name {bad:?} contains whitespace"),
+                );
             }
             names
         }
         Some(other) => {
-            diags.error(loc.as_str(), annotation_path.as_str(), format!("must be a string, got {other}"));
+            diags.error(
+                loc.as_str(),
+                annotation_path.as_str(),
+                format!("must be a string, got {other}"),
+            );
             vec![]
         }
     };
     if diags.errors.len() > before {
         return None;
     }
-    Some(BackendIr { location: loc, ns_name: obj.ns_name(), mcp, extra_clusters })
+    Some(BackendIr {
+        location: loc,
+        ns_name: obj.ns_name(),
+        mcp,
+        extra_clusters,
+    })
 }
 
 /// The path aliases of one HTTPRoute. HTTPRoutes are not validated as a whole (they are not our CRD); only the
@@ -84,15 +118,21 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
 pub fn read_httproute(obj: &Object, diags: &mut Diags) -> Vec<PathAlias> {
     let mut out = Vec::new();
     let loc = obj.location();
-    let mut err = |path: &FieldPath, msg: &str| diags.error(loc.as_str(), path.as_str(), msg.to_string());
+    let mut err =
+        |path: &FieldPath, msg: &str| diags.error(loc.as_str(), path.as_str(), msg.to_string());
     let spec = FieldPath::root().field("spec");
     let rules_path = spec.field("rules");
-    let Some(rules) = array_at(obj.value.get("spec").and_then(|s| s.get("rules")), &rules_path, &mut err) else {
+    let Some(rules) = array_at(
+        obj.value.get("spec").and_then(|s| s.get("rules")),
+        &rules_path,
+        &mut err,
+    ) else {
         return out;
     };
     for (ri, rule) in rules.iter().enumerate() {
         let rp = rules_path.index(ri);
-        let backends = array_at(rule.get("backendRefs"), &rp.field("backendRefs"), &mut err).unwrap_or_default();
+        let backends = array_at(rule.get("backendRefs"), &rp.field("backendRefs"), &mut err)
+            .unwrap_or_default();
         let mut targets = Vec::new();
         for (bi, b) in backends.iter().enumerate() {
             let group = b.get("group").and_then(Value::as_str).unwrap_or("");
@@ -101,10 +141,16 @@ pub fn read_httproute(obj: &Object, diags: &mut Diags) -> Vec<PathAlias> {
                 continue;
             }
             let Some(name) = b.get("name").and_then(Value::as_str) else {
-                err(&rp.field("backendRefs").index(bi).field("name"), "Required value");
+                err(
+                    &rp.field("backendRefs").index(bi).field("name"),
+                    "Required value",
+                );
                 continue;
             };
-            let ns = b.get("namespace").and_then(Value::as_str).unwrap_or(&obj.namespace);
+            let ns = b
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(&obj.namespace);
             targets.push(format!("{ns}/{name}"));
         }
         if targets.is_empty() {
@@ -115,19 +161,34 @@ pub fn read_httproute(obj: &Object, diags: &mut Diags) -> Vec<PathAlias> {
             continue;
         }
         // Gateway API: a rule without matches matches every path (PathPrefix "/").
-        let matches = array_at(rule.get("matches"), &rp.field("matches"), &mut err).unwrap_or_default();
+        let matches =
+            array_at(rule.get("matches"), &rp.field("matches"), &mut err).unwrap_or_default();
         let default_match = [Value::Null];
-        let matches = if matches.is_empty() { &default_match[..] } else { matches };
+        let matches = if matches.is_empty() {
+            &default_match[..]
+        } else {
+            matches
+        };
         for m in matches {
             let path = m.get("path");
-            let kind = path.and_then(|p| p.get("type")).and_then(Value::as_str).unwrap_or("PathPrefix");
-            let value = path.and_then(|p| p.get("value")).and_then(Value::as_str).unwrap_or("/");
+            let kind = path
+                .and_then(|p| p.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("PathPrefix");
+            let value = path
+                .and_then(|p| p.get("value"))
+                .and_then(Value::as_str)
+                .unwrap_or("/");
             if kind != "PathPrefix" || !value.starts_with('/') {
                 continue;
             }
             for backend in &targets {
                 for replacement in &replacements {
-                    out.push(PathAlias { backend: backend.clone(), prefix: value.to_string(), replacement: replacement.clone() });
+                    out.push(PathAlias {
+                        backend: backend.clone(),
+                        prefix: value.to_string(),
+                        replacement: replacement.clone(),
+                    });
                 }
             }
         }
@@ -136,7 +197,11 @@ pub fn read_httproute(obj: &Object, diags: &mut Diags) -> Vec<PathAlias> {
 }
 
 /// `replacePrefixMatch` values of the rule's URLRewrite filters.
-fn prefix_rewrites(rule: &Value, rp: &FieldPath, err: &mut impl FnMut(&FieldPath, &str)) -> Vec<String> {
+fn prefix_rewrites(
+    rule: &Value,
+    rp: &FieldPath,
+    err: &mut impl FnMut(&FieldPath, &str),
+) -> Vec<String> {
     let filters = array_at(rule.get("filters"), &rp.field("filters"), err).unwrap_or_default();
     filters
         .iter()
@@ -148,7 +213,11 @@ fn prefix_rewrites(rule: &Value, rp: &FieldPath, err: &mut impl FnMut(&FieldPath
         .collect()
 }
 
-fn array_at<'a>(v: Option<&'a Value>, path: &FieldPath, err: &mut impl FnMut(&FieldPath, &str)) -> Option<&'a [Value]> {
+fn array_at<'a>(
+    v: Option<&'a Value>,
+    path: &FieldPath,
+    err: &mut impl FnMut(&FieldPath, &str),
+) -> Option<&'a [Value]> {
     match v {
         None | Some(Value::Null) => None,
         Some(Value::Array(a)) => Some(a.as_slice()),
@@ -170,7 +239,12 @@ pub struct RouteOptions<'a> {
 
 /// Builds `config.backends` (without policies) and `config.routes`. `backends` must be sorted by name: the
 /// index is the position, and conflicts are reported on the later one.
-pub fn build(backends: &[BackendIr], aliases: &[PathAlias], opts: &RouteOptions<'_>, diags: &mut Diags) -> (Vec<Backend>, Routes) {
+pub fn build(
+    backends: &[BackendIr],
+    aliases: &[PathAlias],
+    opts: &RouteOptions<'_>,
+    diags: &mut Diags,
+) -> (Vec<Backend>, Routes) {
     let mut routes = Routes::default();
     let mut claimed_by: BTreeMap<(bool, String), usize> = BTreeMap::new();
     let mut out = Vec::new();
@@ -179,30 +253,58 @@ pub fn build(backends: &[BackendIr], aliases: &[PathAlias], opts: &RouteOptions<
         let mut claim = |is_cluster: bool, key: String, field: &str, diags: &mut Diags| {
             match claimed_by.get(&(is_cluster, key.clone())) {
                 Some(&other) if other != index => {
-                    let (what, owner) = (if is_cluster { "cluster" } else { "authority" }, backends.get(other));
-                    let owner = owner.map(|o| format!("{} ({})", o.ns_name, o.location)).unwrap_or_default();
+                    let (what, owner) = (
+                        if is_cluster { "cluster" } else { "authority" },
+                        backends.get(other),
+                    );
+                    let owner = owner
+                        .map(|o| format!("{} ({})", o.ns_name, o.location))
+                        .unwrap_or_default();
                     diags.error(b.location.as_str(), field, format!("{what} {key:?} is also claimed by XBackend {owner}: the filter could not tell which backend's policies apply"));
                 }
                 Some(_) => {}
                 None => {
                     claimed_by.insert((is_cluster, key.clone()), index);
-                    let map = if is_cluster { &mut routes.clusters } else { &mut routes.authorities };
+                    let map = if is_cluster {
+                        &mut routes.clusters
+                    } else {
+                        &mut routes.authorities
+                    };
                     map.insert(key, idx);
                 }
             }
         };
         let port = b.mcp.port;
         if let Some(svc) = &b.mcp.service_name {
-            let ns = b.ns_name.split_once('/').map(|(n, _)| n).unwrap_or_default();
+            let ns = b
+                .ns_name
+                .split_once('/')
+                .map(|(n, _)| n)
+                .unwrap_or_default();
             let fqdn = format!("{svc}.{ns}.svc.{}", opts.cluster_domain);
-            for authority in [svc.clone(), format!("{svc}.{ns}"), format!("{svc}.{ns}.svc"), fqdn.clone()] {
+            for authority in [
+                svc.clone(),
+                format!("{svc}.{ns}"),
+                format!("{svc}.{ns}.svc"),
+                fqdn.clone(),
+            ] {
                 claim(false, authority, "spec.mcp.serviceName", diags);
             }
-            claim(true, format!("outbound|{port}||{fqdn}"), "spec.mcp.serviceName", diags);
+            claim(
+                true,
+                format!("outbound|{port}||{fqdn}"),
+                "spec.mcp.serviceName",
+                diags,
+            );
         }
         if let Some(host) = &b.mcp.hostname {
             claim(false, host.clone(), "spec.mcp.hostname", diags);
-            claim(true, format!("outbound|{port}||{host}"), "spec.mcp.hostname", diags);
+            claim(
+                true,
+                format!("outbound|{port}||{host}"),
+                "spec.mcp.hostname",
+                diags,
+            );
         }
         let annotation_path = format!("metadata.annotations[{CLUSTERS_ANNOTATION:?}]");
         for c in &b.extra_clusters {
@@ -210,12 +312,18 @@ pub fn build(backends: &[BackendIr], aliases: &[PathAlias], opts: &RouteOptions<
         }
         let alias_paths: BTreeSet<&str> = aliases
             .iter()
-            .filter(|a| a.backend == b.ns_name && a.replacement == b.mcp.path && a.prefix != b.mcp.path)
+            .filter(|a| {
+                a.backend == b.ns_name && a.replacement == b.mcp.path && a.prefix != b.mcp.path
+            })
             .map(|a| a.prefix.as_str())
             .collect();
         let mut paths = vec![b.mcp.path.clone()];
         paths.extend(alias_paths.into_iter().map(str::to_string));
-        out.push(Backend { name: b.ns_name.clone(), paths, policies: vec![] });
+        out.push(Backend {
+            name: b.ns_name.clone(),
+            paths,
+            policies: vec![],
+        });
     }
     (out, routes)
 }

@@ -95,9 +95,18 @@ mod tests {
     #[test]
     fn parses_and_orders() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("1970-01-02T00:00:01.5Z"), Some(86_401_500_000_000));
-        assert_eq!(parse_rfc3339("2024-03-01T01:00:00+01:00"), parse_rfc3339("2024-03-01T00:00:00Z"));
-        assert_eq!(parse_rfc3339("2024-02-29T00:00:00Z").map(|n| n / 1_000_000_000), Some(1_709_164_800));
+        assert_eq!(
+            parse_rfc3339("1970-01-02T00:00:01.5Z"),
+            Some(86_401_500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-03-01T01:00:00+01:00"),
+            parse_rfc3339("2024-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T00:00:00Z").map(|n| n / 1_000_000_000),
+            Some(1_709_164_800)
+        );
         assert!(parse_rfc3339("2023-02-29T00:00:00Z").is_none());
         assert!(parse_rfc3339("2024-01-01").is_none());
         assert!(parse_rfc3339("2024-01-01T00:00:00").is_none());

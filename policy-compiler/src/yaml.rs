@@ -28,7 +28,11 @@ pub struct YamlError {
 
 impl std::fmt::Display for YamlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {} column {}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "line {} column {}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
@@ -50,8 +54,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
 }
 
 enum Frame {
-    Seq { items: Vec<Value>, anchor: usize },
-    Map { map: Map<String, Value>, key: Option<String>, anchor: usize },
+    Seq {
+        items: Vec<Value>,
+        anchor: usize,
+    },
+    Map {
+        map: Map<String, Value>,
+        key: Option<String>,
+        anchor: usize,
+    },
 }
 
 #[derive(Default)]
@@ -71,7 +82,11 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         if let Err(message) = self.handle(ev, mark) {
-            self.error = Some(YamlError { line: mark.line(), column: mark.col() + 1, message });
+            self.error = Some(YamlError {
+                line: mark.line(),
+                column: mark.col() + 1,
+                message,
+            });
         }
     }
 }
@@ -89,7 +104,10 @@ impl Builder {
             }
             Event::DocumentEnd => {
                 let value = self.root.take().unwrap_or(Value::Null);
-                self.docs.push(YamlDoc { index: self.doc_count, value });
+                self.docs.push(YamlDoc {
+                    index: self.doc_count,
+                    value,
+                });
                 Ok(())
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -101,7 +119,11 @@ impl Builder {
                 self.finish(value, anchor)
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned().ok_or("alias refers to an unknown or unfinished anchor")?;
+                let value = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or("alias refers to an unknown or unfinished anchor")?;
                 self.count(node_count(&value))?;
                 if self.expecting_key() {
                     return match value {
@@ -115,14 +137,21 @@ impl Builder {
                 self.refuse_complex_key()?;
                 check_collection_tag(tag.as_ref(), "seq")?;
                 self.count(1)?;
-                self.stack.push(Frame::Seq { items: Vec::new(), anchor });
+                self.stack.push(Frame::Seq {
+                    items: Vec::new(),
+                    anchor,
+                });
                 Ok(())
             }
             Event::MappingStart(anchor, tag) => {
                 self.refuse_complex_key()?;
                 check_collection_tag(tag.as_ref(), "map")?;
                 self.count(1)?;
-                self.stack.push(Frame::Map { map: Map::new(), key: None, anchor });
+                self.stack.push(Frame::Map {
+                    map: Map::new(),
+                    key: None,
+                    anchor,
+                });
                 Ok(())
             }
             Event::SequenceEnd => match self.stack.pop() {
@@ -130,8 +159,14 @@ impl Builder {
                 _ => Err("unbalanced sequence end".to_string()),
             },
             Event::MappingEnd => match self.stack.pop() {
-                Some(Frame::Map { map, key: None, anchor }) => self.finish(Value::Object(map), anchor),
-                Some(Frame::Map { key: Some(k), .. }) => Err(format!("mapping key {k:?} has no value")),
+                Some(Frame::Map {
+                    map,
+                    key: None,
+                    anchor,
+                }) => self.finish(Value::Object(map), anchor),
+                Some(Frame::Map { key: Some(k), .. }) => {
+                    Err(format!("mapping key {k:?} has no value"))
+                }
                 _ => Err("unbalanced mapping end".to_string()),
             },
         }
@@ -143,7 +178,10 @@ impl Builder {
 
     fn refuse_complex_key(&self) -> Result<(), String> {
         if self.expecting_key() {
-            Err("complex mapping keys (a mapping or sequence used as a key) are not supported".to_string())
+            Err(
+                "complex mapping keys (a mapping or sequence used as a key) are not supported"
+                    .to_string(),
+            )
         } else {
             Ok(())
         }
@@ -192,7 +230,9 @@ impl Builder {
     fn count(&mut self, n: usize) -> Result<(), String> {
         self.nodes = self.nodes.saturating_add(n);
         if self.nodes > MAX_NODES {
-            Err(format!("more than {MAX_NODES} YAML nodes (after expanding aliases): refused"))
+            Err(format!(
+                "more than {MAX_NODES} YAML nodes (after expanding aliases): refused"
+            ))
         } else {
             Ok(())
         }
@@ -243,7 +283,21 @@ fn resolve_scalar(text: &str, style: TScalarStyle, tag: Option<&Tag>) -> Result<
     }
     if matches!(
         text,
-        "y" | "Y" | "yes" | "Yes" | "YES" | "n" | "N" | "no" | "No" | "NO" | "on" | "On" | "ON" | "off" | "Off" | "OFF"
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
     ) {
         return Err(format!(
             "{text:?} is a boolean in YAML 1.1 (kubectl) but a string in YAML 1.2: quote it if you mean the string"
@@ -296,7 +350,9 @@ fn resolve_int(text: &str) -> Option<Value> {
 fn resolve_number(text: &str) -> Result<Option<Value>, String> {
     let unsigned = text.trim_start_matches(['-', '+']);
     if matches!(unsigned, ".inf" | ".Inf" | ".INF") || matches!(text, ".nan" | ".NaN" | ".NAN") {
-        return Err(format!("{text:?} (infinity or NaN) cannot be represented in JSON"));
+        return Err(format!(
+            "{text:?} (infinity or NaN) cannot be represented in JSON"
+        ));
     }
     if !looks_like_float(text) {
         return Ok(None);
@@ -404,13 +460,19 @@ mod tests {
 
     #[test]
     fn aliases_expand_and_bombs_are_refused() {
-        assert_eq!(one("a: &x [1, 2]\nb: *x\n"), json!({"a": [1, 2], "b": [1, 2]}));
+        assert_eq!(
+            one("a: &x [1, 2]\nb: *x\n"),
+            json!({"a": [1, 2], "b": [1, 2]})
+        );
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..8 {
             let prev = i - 1;
             bomb.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
         }
-        let e = parse_documents(&bomb).err().map(|e| e.message).unwrap_or_default();
+        let e = parse_documents(&bomb)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
         assert!(e.contains("YAML nodes"), "{e}");
     }
 

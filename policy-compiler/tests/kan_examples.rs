@@ -1,6 +1,7 @@
 //! The upstream KAN examples: valid ones validate (and compile unless they use what is not supported yet),
 //! invalid ones fail naming the right field with the CRD's own message, and the quickstart compiles to the
 //! expected config. Runs on the committed fixture copies and, when present, on ../shared's originals.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
 
 mod common;
 
@@ -21,7 +22,10 @@ fn example_dirs() -> Vec<PathBuf> {
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "{}", dir.display());
     files
@@ -37,16 +41,34 @@ fn fixture_copies_match_shared_when_present() {
     for sub in ["valid", "invalid"] {
         let ours = yaml_files(&fixtures().join("kan-examples").join(sub));
         let theirs = yaml_files(&up.join("tests/crd/examples").join(sub));
-        assert_eq!(ours.iter().map(|p| file_name(p)).collect::<Vec<_>>(), theirs.iter().map(|p| file_name(p)).collect::<Vec<_>>());
+        assert_eq!(
+            ours.iter().map(|p| file_name(p)).collect::<Vec<_>>(),
+            theirs.iter().map(|p| file_name(p)).collect::<Vec<_>>()
+        );
         for (a, b) in ours.iter().zip(&theirs) {
-            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap(), "{}", a.display());
+            assert_eq!(
+                std::fs::read(a).unwrap(),
+                std::fs::read(b).unwrap(),
+                "{}",
+                a.display()
+            );
         }
     }
     let quick = up.join("site-src/guides/quickstart/policy/e2e.yaml");
-    assert_eq!(std::fs::read(quick).unwrap(), std::fs::read(fixtures().join("kan-examples/quickstart/e2e.yaml")).unwrap());
-    for crd in ["agentic.networking.x-k8s.io_xaccesspolicies.yaml", "agentic.networking.x-k8s.io_xbackends.yaml"] {
+    assert_eq!(
+        std::fs::read(quick).unwrap(),
+        std::fs::read(fixtures().join("kan-examples/quickstart/e2e.yaml")).unwrap()
+    );
+    for crd in [
+        "agentic.networking.x-k8s.io_xaccesspolicies.yaml",
+        "agentic.networking.x-k8s.io_xbackends.yaml",
+    ] {
         let embedded = manifest_dir().join("crds/kan").join(crd);
-        assert_eq!(std::fs::read(up.join("k8s/crds").join(crd)).unwrap(), std::fs::read(embedded).unwrap(), "{crd}");
+        assert_eq!(
+            std::fs::read(up.join("k8s/crds").join(crd)).unwrap(),
+            std::fs::read(embedded).unwrap(),
+            "{crd}"
+        );
     }
 }
 
@@ -57,10 +79,17 @@ fn every_valid_example_passes_schema_validation() {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut diags = Diags::default();
             let objects = input::objects(&source(&file_name(&path), &text), "default", &mut diags);
-            assert!(diags.errors.is_empty(), "{}: {:?}", path.display(), diags.errors);
+            assert!(
+                diags.errors.is_empty(),
+                "{}: {:?}",
+                path.display(),
+                diags.errors
+            );
             assert!(!objects.is_empty());
             for mut obj in objects {
-                let crd = crd_schema::find(&obj.kind, &obj.api_version).unwrap().unwrap();
+                let crd = crd_schema::find(&obj.kind, &obj.api_version)
+                    .unwrap()
+                    .unwrap();
                 let violations = crd_schema::validate_object(crd, &mut obj.value);
                 assert!(violations.is_empty(), "{}: {violations:?}", path.display());
             }
@@ -94,7 +123,10 @@ fn valid_examples_compile_or_fail_with_not_supported_yet() {
                 Some(line) => {
                     assert_eq!(out.status.code(), Some(1), "{rel}");
                     let err = stderr(&out);
-                    assert!(err.lines().any(|l| l == line), "{rel}: expected\n{line}\ngot\n{err}");
+                    assert!(
+                        err.lines().any(|l| l == line),
+                        "{rel}: expected\n{line}\ngot\n{err}"
+                    );
                 }
             }
             assert!(out.stdout.is_empty());
@@ -143,7 +175,11 @@ fn every_invalid_example_fails_naming_the_field_and_the_crd_message() {
             let expected = format!("{rel} doc 1 {object_and_path}: {message}");
             let err = stderr(&out);
             assert_eq!(err.lines().next(), Some(expected.as_str()), "{rel}: {err}");
-            assert_eq!(err.lines().count(), 2, "exactly one error and the summary line: {err}");
+            assert_eq!(
+                err.lines().count(),
+                2,
+                "exactly one error and the summary line: {err}"
+            );
         }
     }
 }
@@ -167,7 +203,13 @@ fn quickstart_compiles_to_the_expected_config() {
         assert!(c.gateway.policies.is_empty());
 
         let names: Vec<&str> = c.backends.iter().map(|b| b.name.as_str()).collect();
-        assert_eq!(names, ["quickstart-ns/local-mcp-backend", "quickstart-ns/remote-mcp-backend"]);
+        assert_eq!(
+            names,
+            [
+                "quickstart-ns/local-mcp-backend",
+                "quickstart-ns/remote-mcp-backend"
+            ]
+        );
         let local = &c.backends[0];
         assert_eq!(local.paths, ["/mcp", "/local/mcp"]);
         assert_eq!(c.backends[1].paths, ["/mcp", "/remote/mcp"]);
@@ -183,18 +225,47 @@ fn quickstart_compiles_to_the_expected_config() {
         assert!(mcp.base_protocol);
         assert_eq!(
             mcp.methods,
-            Some(vec![MethodGrant { method: McpMethod::ToolsCall, names: Some(vec!["get-sum".into(), "get-tiny-image".into()]) }])
+            Some(vec![MethodGrant {
+                method: McpMethod::ToolsCall,
+                names: Some(vec!["get-sum".into(), "get-tiny-image".into()])
+            }])
         );
-        let remote_names = c.backends[1].policies[0].rules[0].mcp.as_ref().unwrap().methods.clone().unwrap();
-        assert_eq!(remote_names[0].names, Some(vec!["read_wiki_structure".to_string()]));
+        let remote_names = c.backends[1].policies[0].rules[0]
+            .mcp
+            .as_ref()
+            .unwrap()
+            .methods
+            .clone()
+            .unwrap();
+        assert_eq!(
+            remote_names[0].names,
+            Some(vec!["read_wiki_structure".to_string()])
+        );
 
         let svc = "mcp-everything-svc";
-        for authority in [svc.to_string(), format!("{svc}.quickstart-ns"), format!("{svc}.quickstart-ns.svc"), format!("{svc}.quickstart-ns.svc.cluster.local")] {
-            assert_eq!(c.routes.authorities.get(&authority), Some(&0), "{authority}");
+        for authority in [
+            svc.to_string(),
+            format!("{svc}.quickstart-ns"),
+            format!("{svc}.quickstart-ns.svc"),
+            format!("{svc}.quickstart-ns.svc.cluster.local"),
+        ] {
+            assert_eq!(
+                c.routes.authorities.get(&authority),
+                Some(&0),
+                "{authority}"
+            );
         }
         assert_eq!(c.routes.authorities.get("mcp.deepwiki.com"), Some(&1));
-        assert_eq!(c.routes.clusters.get("outbound|3001||mcp-everything-svc.quickstart-ns.svc.cluster.local"), Some(&0));
-        assert_eq!(c.routes.clusters.get("outbound|443||mcp.deepwiki.com"), Some(&1));
+        assert_eq!(
+            c.routes
+                .clusters
+                .get("outbound|3001||mcp-everything-svc.quickstart-ns.svc.cluster.local"),
+            Some(&0)
+        );
+        assert_eq!(
+            c.routes.clusters.get("outbound|443||mcp.deepwiki.com"),
+            Some(&1)
+        );
         assert_eq!(c.routes.authorities.len(), 5);
         assert_eq!(c.routes.clusters.len(), 2);
     }

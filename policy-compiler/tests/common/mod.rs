@@ -26,7 +26,8 @@ pub fn shared_upstream() -> Option<PathBuf> {
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gw-{tag}-{}-{n}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("gw-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -53,7 +54,12 @@ pub fn grantwall(cwd: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .spawn()
         .unwrap();
     if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
@@ -68,7 +74,10 @@ pub fn stdout(o: &Output) -> String {
 }
 
 pub fn source(name: &str, text: &str) -> Source {
-    Source { name: name.to_string(), text: text.to_string() }
+    Source {
+        name: name.to_string(),
+        text: text.to_string(),
+    }
 }
 
 /// Compiles YAML text with the library; `Err` holds the error lines.
@@ -88,14 +97,21 @@ pub fn compile_ok(text: &str) -> Config {
 
 pub fn compile_err(text: &str) -> Vec<String> {
     match compile_with(text, &Options::default()) {
-        Ok((c, _)) => panic!("compiled, expected errors: {}", serde_json::to_string(&c).unwrap()),
+        Ok((c, _)) => panic!(
+            "compiled, expected errors: {}",
+            serde_json::to_string(&c).unwrap()
+        ),
         Err(e) => e,
     }
 }
 
 /// Asserts that one of `errors` is exactly `line`.
 pub fn assert_has(errors: &[String], line: &str) {
-    assert!(errors.iter().any(|e| e == line), "expected error line\n  {line}\nin\n  {}", errors.join("\n  "));
+    assert!(
+        errors.iter().any(|e| e == line),
+        "expected error line\n  {line}\nin\n  {}",
+        errors.join("\n  ")
+    );
 }
 
 pub const BACKEND: &str = "apiVersion: agentic.networking.x-k8s.io/v0alpha0
