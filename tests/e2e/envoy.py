@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Callable
 
 import httpx
 import yaml
+
+from .procs import spawn, stop
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "examples" / "envoy.yaml"
@@ -118,6 +119,12 @@ def render_bootstrap(
     if patch is not None:
         patch(boot)
     return boot
+
+
+def example_configuration(template: Path = EXAMPLE) -> str:
+    """The plugin configuration checked into the example (the compiled example policy)."""
+    boot = yaml.safe_load(template.read_text())
+    return wasm_plugin(boot)["configuration"]["value"]
 
 
 def wasm_plugin(boot: dict) -> dict:
@@ -218,13 +225,7 @@ class Envoy:
 
     def stop(self) -> None:
         """Stop Envoy (SIGTERM, then SIGKILL); safe to call twice."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop(self.proc)
         self._admin_http.close()
 
 
@@ -260,8 +261,7 @@ def start_envoy(workdir: Path, bootstrap: dict, *, concurrency: int = 2, log_lev
         "--file-flush-interval-msec", "100",     # access-log lines visible to tests quickly
     ]
     with open(workdir / "envoy.stdout", "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=REPO_ROOT)
+        proc = spawn(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
     envoy: Envoy | None = None
     try:
         deadline = time.monotonic() + timeout
@@ -294,9 +294,8 @@ def start_envoy(workdir: Path, bootstrap: dict, *, concurrency: int = 2, log_lev
                       log_path=log_path, bootstrap=bootstrap)
         return envoy
     finally:
-        if envoy is None and proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+        if envoy is None:
+            stop(proc, grace=1.0)
 
 
 def with_plugin(boot: dict, **fields: Any) -> dict:

@@ -152,7 +152,10 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    pki = Pki.create(Path(argv[1]))
+    out = Path(argv[1])
+    for stale in out.glob("client-*.pem"):  # signed by the CA being replaced
+        stale.unlink()
+    pki = Pki.create(out)
     print(f"CA:     {pki.ca_cert}\nserver: {pki.server_cert} {pki.server_key}")
     for spiffe_id in argv[2:] or [spiffe_sa("alice")]:
         cert, key = pki.client(spiffe_id)

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import json
 import ssl
+from pathlib import Path
 
 import httpx
 import pytest
 
 from .clients import LEGACY, MODERN, RawSession, mcp_client, modern_request, post_jsonrpc, raw_request, text_of
-from .envoy import CLUSTER, EnvoyStartError
+from .envoy import CLUSTER, EnvoyStartError, example_configuration
 from .pki import spiffe_sa
 from .upstream import start_mcp_server
 
 pytestmark = pytest.mark.anyio
 
 ALL_TOOLS = {"get-sum", "echo", "get-tiny-image", "delete-everything"}
+POLICIES = Path(__file__).with_name("policies")
 
 
 async def test_modern_sdk_client_over_mtls(passthrough_envoy, pki, client_cert, upstream_log):
@@ -52,8 +54,11 @@ async def test_forced_modern_version_skips_discover(passthrough_envoy, pki, clie
     assert upstream_log.tools_executed() == ["echo"]
 
 
-async def test_legacy_session_client_over_mtls(passthrough_envoy, pki, client_cert, upstream_log):
-    async with mcp_client(passthrough_envoy.url(), ca=pki.ca_cert, cert=client_cert("bob"), mode="legacy") as mcp:
+@pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2"])
+async def test_legacy_session_client_over_mtls(passthrough_envoy, pki, client_cert, upstream_log, http2):
+    passthrough_envoy.clear_access_log()
+    async with mcp_client(passthrough_envoy.url(), ca=pki.ca_cert, cert=client_cert("bob"), mode="legacy",
+                          http2=http2) as mcp:
         assert mcp.protocol_version == LEGACY
         session = mcp.session_id
         assert session
@@ -68,6 +73,8 @@ async def test_legacy_session_client_over_mtls(passthrough_envoy, pki, client_ce
     assert after_init and all(r.get("mcp-session-id") == session for r in after_init)
     assert {r["method"] for r in after_init} == {"POST", "GET", "DELETE"}
     assert upstream_log.tools_executed() == ["get-sum"]
+    logged = passthrough_envoy.wait_access_log(lambda e: e["method"] == "DELETE")
+    assert logged and logged[0]["protocol"] == ("HTTP/2" if http2 else "HTTP/1.1")
 
 
 def test_raw_2025_session_handshake(passthrough_envoy, pki, client_cert, upstream_log):
@@ -178,3 +185,9 @@ def test_refused_plugin_config_fails_envoy_start(start_envoy):
     """on_configure returning false must stop Envoy from serving (FAIL_CLOSED), and the harness says why."""
     with pytest.raises(EnvoyStartError, match="grantwall"):
         start_envoy('{"version":"grantwall.io/v0-unsupported"}', replace=False)
+
+
+def test_example_configuration_is_compiled_from_its_policy(compile_policy):
+    """examples/envoy.yaml must carry exactly what the compiler makes of its documented policy."""
+    compiled = json.loads(compile_policy(POLICIES / "example.yaml"))
+    assert json.loads(example_configuration()) == compiled

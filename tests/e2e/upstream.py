@@ -17,6 +17,8 @@ from typing import Callable
 
 import httpx
 
+from .procs import spawn, stop
+
 SERVER_SCRIPT = Path(__file__).with_name("mcp_server.py")
 
 
@@ -85,13 +87,7 @@ class UpstreamServer:
         return f"http://127.0.0.1:{self.port}/mcp"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop(self.proc)
 
     def stderr_tail(self, lines: int = 30) -> str:
         text = self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
@@ -111,7 +107,7 @@ def start_mcp_server(workdir: Path, *, mode: str = "stateful", json_response: bo
     if json_response:
         cmd.append("--json-response")
     with open(stderr_path, "ab") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL)
+        proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
     server = UpstreamServer(proc, 0, mode, UpstreamLog(log_path), stderr_path)
     try:
         deadline = time.monotonic() + timeout
