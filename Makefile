@@ -1,0 +1,60 @@
+# Grantwall — the two commands a newcomer needs are `make demo` and `make test`.
+#
+#   make build     dist/grantwall.wasm (the filter) and dist/grantwall (the policy compiler)
+#   make demo      build, compile the example CRDs, run Envoy + the filter + a real MCP server and agent
+#   make test      everything: native unit tests, the same tests on 32-bit Wasm, clippy, end-to-end in Envoy
+#   make venv      the Python environment the e2e suite and the demo use (.venv)
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+WASM_TARGET := wasm32-wasip1
+WASM_TEST_TARGET := wasm32-unknown-unknown
+# Must equal the wasm-bindgen version in Cargo.lock (the test runner checks).
+WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
+
+.PHONY: all build demo test test-unit test-wasm lint test-e2e venv toolchain clean
+
+all: build
+
+toolchain:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup target list --installed | grep -qx $(WASM_TEST_TARGET) || rustup target add $(WASM_TEST_TARGET)
+
+build: toolchain
+	$(CARGO) build --locked --release --target $(WASM_TARGET) -p grantwall-filter
+	$(CARGO) build --locked --release -p grantwall-policy-compiler
+	@mkdir -p dist
+	cp target/$(WASM_TARGET)/release/grantwall_filter.wasm dist/grantwall.wasm
+	cp target/release/grantwall dist/grantwall
+	@echo "dist/grantwall.wasm: $$(stat -c %s dist/grantwall.wasm) bytes"
+
+venv:
+	scripts/venv.sh
+
+demo: build venv
+	$(PYTHON) examples/demo/run_demo.py
+
+test: test-unit test-wasm lint test-e2e
+
+test-unit:
+	$(CARGO) test --locked --workspace
+
+# The core's tests again, compiled to 32-bit Wasm and run by wasm-bindgen-test under Node.
+test-wasm: toolchain
+	@command -v wasm-bindgen-test-runner >/dev/null && wasm-bindgen-test-runner --version | grep -q "$(WASM_BINDGEN_VERSION)" \
+	  || $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  $(CARGO) test --locked -p grantwall-core --target $(WASM_TEST_TARGET)
+
+lint: toolchain
+	$(CARGO) clippy --locked --release --target $(WASM_TARGET) -p grantwall-filter -p grantwall-core -- -D warnings
+	$(CARGO) clippy --locked -p grantwall-policy-compiler -- -D warnings
+
+test-e2e: build venv
+	$(PYTHON) -m pytest tests/e2e -q
+
+clean:
+	rm -rf dist target
