@@ -55,7 +55,8 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     check_options(opts, &mut diags);
     let objects: Vec<Object> = sources
         .iter()
-        .flat_map(|s| input::objects(s, &opts.default_namespace, &mut diags))
+        .enumerate()
+        .flat_map(|(i, s)| input::objects(s, i, &opts.default_namespace, &mut diags))
         .collect();
     let read = read_objects(objects, opts, &mut diags);
     let gateway = select_gateway(&read, opts, &mut diags);
@@ -79,7 +80,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                 if !read.backend_names.contains(name) {
                     let (ns, n) = name.split_once('/').unwrap_or(("", name));
                     diags.error(
-                        p.location.as_str(),
+                        &p.location,
                         ref_path.as_str(),
                         format!("XBackend {name} is not in the input: add the file that defines it (-f), or fix targetRefs name {n:?} (XBackends are looked up in the policy's namespace {ns:?})"),
                     );
@@ -175,6 +176,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     };
 
     if diags.has_errors() {
+        diags.sort();
         return Err(diags);
     }
     let mut peers = opts.xfcc_peers.clone();
@@ -349,6 +351,23 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         }
         if obj.name.is_empty() {
             diags.error(obj.location(), "metadata.name", "Required value");
+            continue;
+        }
+        // Names end up in SPIFFE IDs, authorities and audit records: hold them to Kubernetes' own rules.
+        if !policy::is_dns_subdomain(&obj.name) {
+            let msg = format!(
+                "Invalid value: {:?}: must be a lower-case DNS subdomain",
+                obj.name
+            );
+            diags.error(obj.location(), "metadata.name", msg);
+            continue;
+        }
+        if !policy::is_dns_label(&obj.namespace) {
+            let msg = format!(
+                "Invalid value: {:?}: must be a lower-case DNS label",
+                obj.namespace
+            );
+            diags.error(obj.location(), "metadata.namespace", msg);
             continue;
         }
         // The same object twice would make the output depend on which copy came first.

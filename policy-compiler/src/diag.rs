@@ -7,9 +7,67 @@ use std::fmt;
 /// `kind: List`) the item index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// Position of the file among the inputs, for ordering errors as the input reads.
+    pub source: usize,
     pub file: String,
     pub doc: usize,
     pub item: Option<usize>,
+}
+
+impl Origin {
+    fn order(&self) -> (usize, usize, usize) {
+        (self.source, self.doc, self.item.unwrap_or(0))
+    }
+}
+
+/// An error location: its text and, for locations inside the input, where it sorts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loc {
+    pub text: String,
+    pub order: Option<(usize, usize, usize)>,
+}
+
+impl Loc {
+    /// `text` about the object at `origin`.
+    pub fn at(origin: &Origin, text: String) -> Loc {
+        Loc {
+            text,
+            order: Some(origin.order()),
+        }
+    }
+}
+
+impl fmt::Display for Loc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl From<String> for Loc {
+    fn from(text: String) -> Loc {
+        Loc { text, order: None }
+    }
+}
+
+impl From<&str> for Loc {
+    fn from(text: &str) -> Loc {
+        Loc {
+            text: text.to_string(),
+            order: None,
+        }
+    }
+}
+
+impl From<&Loc> for Loc {
+    fn from(loc: &Loc) -> Loc {
+        loc.clone()
+    }
+}
+
+impl From<&Origin> for Loc {
+    fn from(origin: &Origin) -> Loc {
+        Loc::at(origin, origin.to_string())
+    }
 }
 
 impl fmt::Display for Origin {
@@ -27,6 +85,8 @@ impl fmt::Display for Origin {
 pub struct Diag {
     /// e.g. `policies.yaml doc 3 XAccessPolicy default/p1`, or `policies.yaml: line 4 column 3`.
     pub location: String,
+    /// Input position, when the problem is inside the input (see [`Diags::sort`]).
+    pub order: Option<(usize, usize, usize)>,
     /// e.g. `spec.rules[0].name`; empty for whole-object problems.
     pub path: String,
     pub message: String,
@@ -34,12 +94,14 @@ pub struct Diag {
 
 impl Diag {
     pub fn new(
-        location: impl Into<String>,
+        location: impl Into<Loc>,
         path: impl Into<String>,
         message: impl Into<String>,
     ) -> Diag {
+        let loc = location.into();
         Diag {
-            location: location.into(),
+            location: loc.text,
+            order: loc.order,
             path: path.into(),
             message: message.into(),
         }
@@ -69,7 +131,7 @@ pub struct Diags {
 impl Diags {
     pub fn error(
         &mut self,
-        location: impl Into<String>,
+        location: impl Into<Loc>,
         path: impl Into<String>,
         message: impl Into<String>,
     ) {
@@ -78,6 +140,13 @@ impl Diags {
 
     pub fn warn(&mut self, message: impl Into<String>) {
         self.warnings.push(message.into());
+    }
+
+    /// Orders errors as the input reads (file, document, item), keeping the order of errors at the same
+    /// place; errors outside the input (command-line options) come first.
+    pub fn sort(&mut self) {
+        self.errors
+            .sort_by_key(|d| d.order.map_or((0, (0, 0, 0)), |o| (1, o)));
     }
 
     pub fn has_errors(&self) -> bool {

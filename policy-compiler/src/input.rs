@@ -2,7 +2,7 @@
 //! on the file system's listing order) and stdin; splitting them into documents and `kind: List` items; and
 //! naming each object (`file doc N Kind ns/name`) for error messages.
 
-use crate::diag::{Diags, Origin};
+use crate::diag::{Diags, Loc, Origin};
 use crate::yaml;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -31,15 +31,16 @@ pub struct Object {
 
 impl Object {
     /// `file doc N Kind ns/name`: the prefix of every error about this object.
-    pub fn location(&self) -> String {
-        if self.name.is_empty() {
+    pub fn location(&self) -> Loc {
+        let text = if self.name.is_empty() {
             format!("{} {}", self.origin, self.kind)
         } else {
             format!(
                 "{} {} {}/{}",
                 self.origin, self.kind, self.namespace, self.name
             )
-        }
+        };
+        Loc::at(&self.origin, text)
     }
 
     pub fn ns_name(&self) -> String {
@@ -160,12 +161,22 @@ fn is_list_kind(kind: &str) -> bool {
 
 /// Splits a source into objects. Empty documents are skipped; anything that is not a Kubernetes object is an
 /// error (a policy whose `kind` is misspelt must not vanish silently).
-pub fn objects(source: &Source, default_namespace: &str, diags: &mut Diags) -> Vec<Object> {
+/// `index` is the source's position among the inputs (orders the errors).
+pub fn objects(
+    source: &Source,
+    index: usize,
+    default_namespace: &str,
+    diags: &mut Diags,
+) -> Vec<Object> {
     let docs = match yaml::parse_documents(&source.text) {
         Ok(d) => d,
         Err(e) => {
+            let at = format!("{}: line {} column {}", source.name, e.line, e.column);
             diags.error(
-                format!("{}: line {} column {}", source.name, e.line, e.column),
+                Loc {
+                    text: at,
+                    order: Some((index, 0, 0)),
+                },
                 "",
                 e.message,
             );
@@ -175,6 +186,7 @@ pub fn objects(source: &Source, default_namespace: &str, diags: &mut Diags) -> V
     let mut out = Vec::new();
     for doc in docs {
         let origin = Origin {
+            source: index,
             file: source.name.clone(),
             doc: doc.index,
             item: None,
@@ -201,11 +213,9 @@ pub fn objects(source: &Source, default_namespace: &str, diags: &mut Diags) -> V
                     }
                 }
                 Some(Value::Null) | None => {}
-                Some(_) => diags.error(
-                    origin.to_string(),
-                    "items",
-                    format!("{kind} items must be a sequence"),
-                ),
+                Some(_) => {
+                    diags.error(&origin, "items", format!("{kind} items must be a sequence"))
+                }
             }
             continue;
         }
@@ -222,10 +232,11 @@ fn object(
     default_namespace: &str,
     diags: &mut Diags,
 ) -> Option<Object> {
-    let at = origin.to_string();
+    let at = Loc::from(&origin);
+    let at_kind = |kind: &str| Loc::at(&origin, format!("{origin} {kind}"));
     if !value.is_object() {
         diags.error(
-            at,
+            &at,
             "",
             "not a Kubernetes object (the document is not a mapping)",
         );
@@ -234,23 +245,23 @@ fn object(
     let kind = match value.get("kind") {
         Some(Value::String(k)) if !k.is_empty() => k.clone(),
         Some(_) => {
-            diags.error(at, "kind", "must be a non-empty string");
+            diags.error(&at, "kind", "must be a non-empty string");
             return None;
         }
         None => {
-            diags.error(at, "kind", "Required value: not a Kubernetes object");
+            diags.error(&at, "kind", "Required value: not a Kubernetes object");
             return None;
         }
     };
     if is_list_kind(&kind) {
-        diags.error(at, "", format!("a {kind} inside a List is not supported"));
+        diags.error(&at, "", format!("a {kind} inside a List is not supported"));
         return None;
     }
     let api_version = match value.get("apiVersion") {
         Some(Value::String(v)) if !v.is_empty() => v.clone(),
         _ => {
             diags.error(
-                format!("{at} {kind}"),
+                at_kind(&kind),
                 "apiVersion",
                 "Required value: must be a non-empty string",
             );
@@ -258,15 +269,33 @@ fn object(
         }
     };
     let meta = value.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let namespace = match meta.and_then(|m| m.get("namespace")) {
-        Some(Value::String(ns)) if !ns.is_empty() => ns.clone(),
-        _ => default_namespace.to_string(),
+    let mut text_field = |field: &str| -> Result<Option<String>, ()> {
+        match meta.and_then(|m| m.get(field)) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => {
+                let got = if other.is_number() {
+                    "number"
+                } else {
+                    "non-string value"
+                };
+                diags.error(
+                    at_kind(&kind),
+                    format!("metadata.{field}"),
+                    format!("must be a string, got a {got}"),
+                );
+                Err(())
+            }
+        }
     };
+    let (Ok(name), Ok(namespace)) = (text_field("name"), text_field("namespace")) else {
+        return None;
+    };
+    let name = name.unwrap_or_default();
+    // An empty namespace means the default one, as for kubectl.
+    let namespace = namespace
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| default_namespace.to_string());
     Some(Object {
         origin,
         api_version,
@@ -293,11 +322,12 @@ mod tests {
         let mut d = Diags::default();
         let objs = objects(
             &src("# only a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: x}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}}\n"),
+            0,
             "def",
             &mut d,
         );
         assert!(d.errors.is_empty(), "{:?}", d.errors);
-        let locs: Vec<String> = objs.iter().map(Object::location).collect();
+        let locs: Vec<String> = objs.iter().map(|o| o.location().text).collect();
         assert_eq!(
             locs,
             [
@@ -312,6 +342,7 @@ mod tests {
         let mut d = Diags::default();
         objects(
             &src("just a string\n---\nfoo: bar\n---\nkind: X\n"),
+            0,
             "default",
             &mut d,
         );
@@ -329,7 +360,7 @@ mod tests {
     #[test]
     fn yaml_errors_name_the_line() {
         let mut d = Diags::default();
-        objects(&src("a: 1\na: 2\n"), "default", &mut d);
+        objects(&src("a: 1\na: 2\n"), 0, "default", &mut d);
         assert_eq!(
             d.errors[0].to_string(),
             "in.yaml: line 2 column 1: duplicate key \"a\""

@@ -1,7 +1,7 @@
 //! One validated XAccessPolicy (v1alpha1 or v0alpha0) → its targets and compiled rules, with the semantic
 //! checks the CRD cannot express (source consistency, regexes the filter must load, unsupported features).
 
-use crate::diag::{Diags, FieldPath};
+use crate::diag::{Diags, FieldPath, Loc};
 use crate::input::Object;
 use crate::kan_types::{
     self, AuthorizationV0, AuthorizationV1, McpAuthorizationV1, PolicySpecV0, PolicySpecV1, Source,
@@ -29,7 +29,7 @@ pub enum TargetKey {
 
 #[derive(Debug, Clone)]
 pub struct PolicyIr {
-    pub location: String,
+    pub location: Loc,
     pub ns_name: String,
     pub created: Option<Instant>,
     /// Each target once, with the path of the targetRef that named it (for "not found" errors).
@@ -102,13 +102,9 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                     ));
                 }
             }
-            "ExternalAuth" => diags.error(
-                loc.as_str(),
-                spec.field("action").as_str(),
-                EXTAUTH_UNSUPPORTED,
-            ),
+            "ExternalAuth" => diags.error(&loc, spec.field("action").as_str(), EXTAUTH_UNSUPPORTED),
             other => diags.error(
-                loc.as_str(),
+                &loc,
                 spec.field("action").as_str(),
                 format!("unknown action {other:?}"),
             ),
@@ -161,7 +157,7 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
     })
 }
 
-fn fail(diags: &mut Diags, loc: &str, e: String) -> Option<PolicyIr> {
+fn fail(diags: &mut Diags, loc: &Loc, e: String) -> Option<PolicyIr> {
     diags.error(loc, "spec", e);
     None
 }
@@ -186,7 +182,7 @@ fn targets(
     refs: &[TargetRef],
     ns: &str,
     path: &FieldPath,
-    loc: &str,
+    loc: &Loc,
     diags: &mut Diags,
 ) -> Vec<(TargetKey, String)> {
     let mut out: Vec<(TargetKey, String)> = Vec::new();
@@ -218,7 +214,7 @@ fn principal(
     policy_ns: &str,
     ctx: &Context<'_>,
     path: &FieldPath,
-    loc: &str,
+    loc: &Loc,
     diags: &mut Diags,
 ) -> Option<String> {
     let s = source?;
@@ -310,7 +306,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 fn authorization_v1(
     a: &AuthorizationV1,
     path: &FieldPath,
-    loc: &str,
+    loc: &Loc,
     diags: &mut Diags,
 ) -> (Option<HttpMatch>, Option<McpMatch>) {
     if a.kind == "CEL" {
@@ -374,21 +370,22 @@ fn authorization_v1(
     ((!http_empty).then_some(http), mcp)
 }
 
-/// The filter matches with `regex-lite`; a pattern it cannot load would make the whole config fail there.
-fn check_regex(value: &str, path: &FieldPath, loc: &str, diags: &mut Diags) {
-    if let Err(e) = regex_lite::Regex::new(value) {
-        let first_line = e
-            .to_string()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        diags.error(loc, path.as_str(), format!("Invalid value: {value:?}: not a regular expression the filter (regex-lite) accepts: {first_line}"));
+/// The filter matches whole values with `regex-lite`, compiling `^(?:PATTERN)$`; a pattern it cannot load
+/// would make the filter refuse the whole config, so check the very same string here.
+fn check_regex(value: &str, path: &FieldPath, loc: &Loc, diags: &mut Diags) {
+    if let Err(e) = regex_lite::Regex::new(&format!("^(?:{value})$")) {
+        // regex-lite's message spans lines (pattern, caret, reason); the last line is the reason.
+        let text = e.to_string();
+        let reason = text.lines().last().unwrap_or_default().trim();
+        diags.error(
+            loc,
+            path.as_str(),
+            format!("Invalid value: {value:?}: not a regular expression the filter (regex-lite) accepts: {reason}"),
+        );
     }
 }
 
-fn mcp_v1(m: &McpAuthorizationV1, path: &FieldPath, loc: &str, diags: &mut Diags) -> McpMatch {
+fn mcp_v1(m: &McpAuthorizationV1, path: &FieldPath, loc: &Loc, diags: &mut Diags) -> McpMatch {
     let base_protocol = m.mcp_base_protocol_methods_option == "MATCH_BASE_PROTOCOL_METHODS";
     let methods = m.methods.as_ref().map(|list| {
         let mut grants: BTreeMap<McpMethod, Option<BTreeSet<String>>> = BTreeMap::new();
@@ -454,7 +451,7 @@ fn merge_grant(
 
 /// v0alpha0 predates the base-protocol option; its implementation let every session initialise and list, so
 /// an InlineTools rule grants the base protocol plus `tools/call` of exactly the listed tools.
-fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &str, diags: &mut Diags) -> Option<McpMatch> {
+fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &Loc, diags: &mut Diags) -> Option<McpMatch> {
     match a.kind.as_str() {
         "InlineTools" => {
             let tools: BTreeSet<String> = a.tools.iter().flatten().cloned().collect();

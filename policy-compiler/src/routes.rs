@@ -2,7 +2,7 @@
 //! by Envoy cluster first, then by `:authority`), plus the path aliases HTTPRoutes create by rewriting a
 //! public prefix onto the backend's MCP path.
 
-use crate::diag::{Diags, FieldPath};
+use crate::diag::{Diags, FieldPath, Loc};
 use crate::input::Object;
 use crate::kan_types::{self, McpBackend, XBackendSpec};
 use crate::policy::{is_dns_label, GATEWAY_GROUP, GROUP};
@@ -16,7 +16,7 @@ pub const CLUSTERS_ANNOTATION: &str = "grantwall.io/envoy-clusters";
 
 #[derive(Debug, Clone)]
 pub struct BackendIr {
-    pub location: String,
+    pub location: Loc,
     pub ns_name: String,
     pub mcp: McpBackend,
     pub extra_clusters: Vec<String>,
@@ -44,7 +44,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
     let mut mcp = spec.mcp;
     if !mcp.path.starts_with('/') {
         diags.error(
-            loc.as_str(),
+            &loc,
             "spec.mcp.path",
             format!("Invalid value: {:?}: must start with '/'", mcp.path),
         );
@@ -52,7 +52,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
     if let Some(svc) = &mcp.service_name {
         if !is_dns_label(svc) {
             diags.error(
-                loc.as_str(),
+                &loc,
                 "spec.mcp.serviceName",
                 format!("Invalid value: {svc:?}: a Service name must be a lower-case DNS label"),
             );
@@ -63,7 +63,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
         let valid = lower.len() <= 253 && lower.split('.').all(is_dns_label);
         if !valid {
             diags.error(
-                loc.as_str(),
+                &loc,
                 "spec.mcp.hostname",
                 format!("Invalid value: {host:?}: must be a DNS name without port or scheme"),
             );
@@ -86,7 +86,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
                 .collect();
             if let Some(bad) = names.iter().find(|c| c.chars().any(char::is_whitespace)) {
                 diags.error(
-                    loc.as_str(),
+                    &loc,
                     annotation_path.as_str(),
                     format!("Invalid value: cluster name {bad:?} contains whitespace"),
                 );
@@ -95,7 +95,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
         }
         Some(other) => {
             diags.error(
-                loc.as_str(),
+                &loc,
                 annotation_path.as_str(),
                 format!("must be a string, got {other}"),
             );
@@ -118,8 +118,7 @@ pub fn read_backend(obj: &Object, diags: &mut Diags) -> Option<BackendIr> {
 pub fn read_httproute(obj: &Object, diags: &mut Diags) -> Vec<PathAlias> {
     let mut out = Vec::new();
     let loc = obj.location();
-    let mut err =
-        |path: &FieldPath, msg: &str| diags.error(loc.as_str(), path.as_str(), msg.to_string());
+    let mut err = |path: &FieldPath, msg: &str| diags.error(&loc, path.as_str(), msg.to_string());
     let spec = FieldPath::root().field("spec");
     let rules_path = spec.field("rules");
     let Some(rules) = array_at(
@@ -260,7 +259,7 @@ pub fn build(
                     let owner = owner
                         .map(|o| format!("{} ({})", o.ns_name, o.location))
                         .unwrap_or_default();
-                    diags.error(b.location.as_str(), field, format!("{what} {key:?} is also claimed by XBackend {owner}: the filter could not tell which backend's policies apply"));
+                    diags.error(&b.location, field, format!("{what} {key:?} is also claimed by XBackend {owner}: the filter could not tell which backend's policies apply"));
                 }
                 Some(_) => {}
                 None => {

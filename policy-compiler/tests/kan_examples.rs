@@ -78,7 +78,8 @@ fn every_valid_example_passes_schema_validation() {
         for path in yaml_files(&dir.join("valid")) {
             let text = std::fs::read_to_string(&path).unwrap();
             let mut diags = Diags::default();
-            let objects = input::objects(&source(&file_name(&path), &text), "default", &mut diags);
+            let objects =
+                input::objects(&source(&file_name(&path), &text), 0, "default", &mut diags);
             assert!(
                 diags.errors.is_empty(),
                 "{}: {:?}",

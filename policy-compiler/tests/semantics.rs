@@ -875,3 +875,38 @@ fn output_is_independent_of_document_order() {
         assert_eq!(base, render(&order), "{order:?}");
     }
 }
+
+#[test]
+fn object_names_follow_kubernetes_rules() {
+    let errs = compile_err(
+        "apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {name: Bad_Name}
+spec: {mcp: {serviceName: s, port: 80}}
+---
+apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {name: b, namespace: 'Team A'}
+spec: {mcp: {serviceName: s, port: 80}}
+---
+apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {name: 7}
+spec: {mcp: {serviceName: s, port: 80}}
+---
+apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {namespace: x}
+spec: {mcp: {serviceName: s, port: 80}}
+",
+    );
+    assert_eq!(
+        errs,
+        [
+            "in.yaml doc 1 XBackend default/Bad_Name: metadata.name: Invalid value: \"Bad_Name\": must be a lower-case DNS subdomain",
+            "in.yaml doc 2 XBackend Team A/b: metadata.namespace: Invalid value: \"Team A\": must be a lower-case DNS label",
+            "in.yaml doc 3 XBackend: metadata.name: must be a string, got a number",
+            "in.yaml doc 4 XBackend: metadata.name: Required value",
+        ]
+    );
+}
