@@ -102,9 +102,18 @@ async def mcp_client(url: str, *, ca: Path, cert: CertPair | None = None, mode: 
             yield McpConnection(client, conn_exchanges)
 
 
-def text_of(result: Any) -> str:
-    """The concatenated text content of a CallToolResult / GetPromptResult message."""
-    return "".join(getattr(c, "text", "") for c in getattr(result, "content", []) or [])
+def text_of(obj: Any) -> str:
+    """The text in a CallToolResult, GetPromptResult, PromptMessage or content block, concatenated."""
+    if isinstance(obj, (list, tuple)):
+        return "".join(text_of(item) for item in obj)
+    if hasattr(obj, "messages"):                     # GetPromptResult
+        return text_of(obj.messages)
+    if hasattr(obj, "content"):                      # CallToolResult (list) / PromptMessage (one block)
+        return text_of(obj.content)
+    if hasattr(obj, "contents"):                     # ReadResourceResult
+        return text_of(obj.contents)
+    text = getattr(obj, "text", None)
+    return text if isinstance(text, str) else ""
 
 
 # --- raw HTTP ------------------------------------------------------------------------------

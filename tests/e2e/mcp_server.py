@@ -187,15 +187,21 @@ def build_server(log: JsonLog) -> MCPServer:
         log.write({"kind": "prompt", "prompt": "greeting", "arguments": {"name": name}})
         return f"Please greet {name} warmly."
 
-    @mcp.resource("file:///docs/readme.md", name="readme", mime_type="text/markdown")
-    def readme() -> str:
-        log.write({"kind": "resource", "uri": "file:///docs/readme.md"})
-        return "# Readme\nNothing secret here.\n"
+    # Each resource twice: under a file:/// URI and under a short mem:// one, because KAN caps a
+    # grant's params at 20 characters and file:///docs/readme.md is longer than that.
+    def add_resource(uri: str, name: str, mime: str, text: str) -> None:
+        def read() -> str:
+            log.write({"kind": "resource", "uri": uri})
+            return text
 
-    @mcp.resource("file:///secret/keys.txt", name="keys", mime_type="text/plain")
-    def keys() -> str:
-        log.write({"kind": "resource", "uri": "file:///secret/keys.txt"})
-        return "AKIA-NOT-A-REAL-KEY\n"
+        mcp.resource(uri, name=name, mime_type=mime)(read)
+
+    readme = "# Readme\nNothing secret here.\n"
+    keys = "AKIA-NOT-A-REAL-KEY\n"
+    add_resource("file:///docs/readme.md", "readme", "text/markdown", readme)
+    add_resource("file:///secret/keys.txt", "keys", "text/plain", keys)
+    add_resource("mem://docs/readme", "readme-mem", "text/markdown", readme)
+    add_resource("mem://secret/keys", "keys-mem", "text/plain", keys)
 
     @mcp.custom_route("/healthz", methods=["GET"])
     async def healthz(_: Request) -> PlainTextResponse:
