@@ -44,7 +44,7 @@ target) are printed as 'warning: ...' and do not fail the run.",
         after_long_help = "Examples:\n  \
 grantwall compile -f policies/ -o grantwall.json\n  \
 grantwall compile -f backend.yaml -f policy.yaml --gateway istio-system/agents --pretty\n  \
-kubectl get xbackends,xaccesspolicies,httproutes,gateways -A -o yaml | grantwall compile -f - --check\n\n\
+kubectl get xbackends,xaccesspolicies -A -o yaml | grantwall compile -f - --check\n\n\
 Exit status: 0 success, 1 invalid input, 2 bad command line."
     )]
     Compile(CompileArgs),

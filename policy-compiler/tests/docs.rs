@@ -1,0 +1,57 @@
+//! The documentation cannot drift from the code: every CRD rule message is in docs/crd-reference.md and every
+//! command-line flag is in docs/cli.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure report
+
+mod common;
+
+use common::*;
+use grantwall_policy_compiler::crd_schema;
+
+fn doc(name: &str) -> String {
+    std::fs::read_to_string(manifest_dir().join("../docs").join(name)).unwrap()
+}
+
+#[test]
+fn crd_reference_lists_every_validation_rule_and_message() {
+    let reference = doc("crd-reference.md").replace("\\|", "|");
+    for v in crd_schema::embedded().unwrap() {
+        let mut rules = Vec::new();
+        v.schema.rules("", &mut rules);
+        for (path, r) in rules {
+            assert!(
+                reference.contains(&r.message),
+                "{} {path}: message missing: {}",
+                v.kind,
+                r.message
+            );
+            assert!(
+                reference.contains(&format!("`{}`", r.rule)),
+                "{} {path}: rule missing: {}",
+                v.kind,
+                r.rule
+            );
+        }
+    }
+}
+
+#[test]
+fn cli_doc_lists_every_flag() {
+    let cli = doc("cli.md");
+    let dir = temp_dir("docs");
+    for cmd in [
+        &["--help"][..],
+        &["compile", "--help"],
+        &["schema", "--help"],
+    ] {
+        let help = stdout(&grantwall(&dir, cmd, None));
+        for word in help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
+            if word.starts_with("--") && word.len() > 2 && word != "--help" && word != "--version" {
+                let flag = word.trim_end_matches(['.', ')', ':']);
+                assert!(
+                    cli.contains(&format!("`{flag}")),
+                    "docs/cli.md lacks {flag} (from {cmd:?})"
+                );
+            }
+        }
+    }
+}
