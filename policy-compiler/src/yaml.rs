@@ -11,6 +11,9 @@ use yaml_rust2::scanner::{Marker, TScalarStyle};
 /// Most nodes one file may expand to (aliases included): refuses "billion laughs" inputs.
 const MAX_NODES: usize = 1_000_000;
 
+/// Deepest nesting accepted: the validator and `Value`'s drop recurse, and no CRD is nearly this deep.
+const MAX_DEPTH: usize = 128;
+
 /// One document of a stream, numbered from 1 in the order it appears (empty documents count too).
 #[derive(Debug, Clone, PartialEq)]
 pub struct YamlDoc {
@@ -39,6 +42,8 @@ impl std::fmt::Display for YamlError {
 /// Parses every document of `text`.
 pub fn parse_documents(text: &str) -> Result<Vec<YamlDoc>, YamlError> {
     let mut builder = Builder::default();
+    // A byte-order mark may start a YAML stream; the parser would make it part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, true) {
         return Err(YamlError {
@@ -177,6 +182,9 @@ impl Builder {
     }
 
     fn refuse_complex_key(&self) -> Result<(), String> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(format!("nested more than {MAX_DEPTH} levels deep: refused"));
+        }
         if self.expecting_key() {
             Err(
                 "complex mapping keys (a mapping or sequence used as a key) are not supported"
@@ -474,6 +482,27 @@ mod tests {
             .map(|e| e.message)
             .unwrap_or_default();
         assert!(e.contains("YAML nodes"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_and_bom_accepted() {
+        // The parser has its own limit; ours applies below it.
+        let e = parse_documents(&"[".repeat(10_000))
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(
+            e.contains("recursion limit") || e.contains("nested more than"),
+            "{e}"
+        );
+        let e = parse_documents(&format!("{}1{}", "[".repeat(200), "]".repeat(200)))
+            .err()
+            .map(|e| e.message);
+        assert_eq!(
+            e.as_deref(),
+            Some("nested more than 128 levels deep: refused")
+        );
+        assert_eq!(one("\u{feff}a: 1\r\nb: 2\r\n"), json!({"a": 1, "b": 2}));
     }
 
     #[test]
