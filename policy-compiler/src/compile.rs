@@ -240,15 +240,15 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 fn check_options(opts: &Options, diags: &mut Diags) {
     let dns = |s: &str| !s.is_empty() && s.split('.').all(policy::is_dns_label);
-    if !dns(&opts.trust_domain) {
-        diags.error(
-            "--trust-domain",
-            "",
-            format!(
-                "Invalid value: {:?}: must be a lower-case DNS name",
-                opts.trust_domain
-            ),
-        );
+    // SPIFFE trust domain characters (the spec's, which the filter also accepts).
+    let td = &opts.trust_domain;
+    if td.is_empty()
+        || !td
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".-_".contains(&b))
+    {
+        let msg = format!("Invalid value: {td:?}: a SPIFFE trust domain is lower-case letters, digits, '.', '-', '_'");
+        diags.error("--trust-domain", "", msg);
     }
     if !dns(&opts.cluster_domain) {
         diags.error(

@@ -843,7 +843,7 @@ fn options_are_validated() {
     assert_eq!(
         errs,
         [
-            "--trust-domain: Invalid value: \"Bad Domain\": must be a lower-case DNS name",
+            "--trust-domain: Invalid value: \"Bad Domain\": a SPIFFE trust domain is lower-case letters, digits, '.', '-', '_'",
             "--max-body-bytes: must be greater than 0",
             "--trust-xfcc: from-peers needs at least one --xfcc-peer SPIFFE_ID",
         ]
@@ -908,5 +908,36 @@ spec: {mcp: {serviceName: s, port: 80}}
             "in.yaml doc 3 XBackend: metadata.name: must be a string, got a number",
             "in.yaml doc 4 XBackend: metadata.name: Required value",
         ]
+    );
+}
+
+#[test]
+fn v1alpha1_targets_must_be_xbackends_or_gateways() {
+    // v0alpha0 has a CEL rule for this; v1alpha1 does not, so Grantwall checks it itself.
+    let errs = compile_err(&format!(
+        "apiVersion: {V1}
+kind: XAccessPolicy
+metadata: {{name: p, namespace: ns}}
+spec:
+  targetRefs: [{{group: '', kind: Service, name: svc}}]
+  action: Allow
+"
+    ));
+    assert_eq!(
+        errs,
+        ["in.yaml doc 1 XAccessPolicy ns/p: spec.targetRefs[0]: unsupported target Service in group \"\": only agentic.networking.x-k8s.io XBackend and gateway.networking.k8s.io Gateway"]
+    );
+    let errs = compile_err(&format!(
+        "apiVersion: {V0}
+kind: XAccessPolicy
+metadata: {{name: p, namespace: ns}}
+spec:
+  targetRefs: [{{group: '', kind: Service, name: svc}}]
+  rules: [{{name: r, source: {{type: SPIFFE, spiffe: spiffe://x/y}}}}]
+"
+    ));
+    assert_eq!(
+        errs,
+        ["in.yaml doc 1 XAccessPolicy ns/p: spec.targetRefs: TargetRef must have group agentic.networking.x-k8s.io and kind XBackend, or group gateway.networking.k8s.io and kind Gateway"]
     );
 }
