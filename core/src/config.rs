@@ -4,7 +4,7 @@
 //! versioned (`version`), normalised (every CRD default applied, every ServiceAccount resolved to a SPIFFE ID)
 //! and indexed: callers are interned in `principals` and rules refer to them by number; `routes` maps an Envoy
 //! cluster name or an `:authority` straight to a backend. `docs/config-schema.json` is generated from these
-//! types' documentation by hand and checked by a test against `examples/`.
+//! types by `grantwall schema` (schemars), and a test keeps the committed file current.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -142,8 +142,9 @@ pub struct Target {
 pub struct Backend {
     /// `namespace/name` of the XBackend.
     pub name: String,
-    /// Path prefixes (segment-wise) under which requests are MCP traffic for this backend; the first one is
-    /// the XBackend's own `path`, others come from HTTPRoutes that rewrite onto it.
+    /// Path prefixes (segment-wise) of the backend's MCP endpoint; the first one is the XBackend's own
+    /// `path`, others come from HTTPRoutes that rewrite onto it. Requests for the backend off these paths
+    /// still meet its policies, as non-MCP traffic.
     pub paths: Vec<String>,
     #[serde(default)]
     pub policies: Vec<Policy>,

@@ -44,6 +44,13 @@ fn config_error(path: impl Into<String>, message: impl Into<String>) -> ConfigEr
 /// Index of a backend in the config.
 pub type BackendId = u32;
 
+/// Where a request goes: its backend, and whether it is on the backend's MCP endpoint path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub backend: BackendId,
+    pub mcp_endpoint: bool,
+}
+
 /// The request facts rules can look at, captured by the host glue.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -259,11 +266,13 @@ impl Engine {
         self.targets.get(1 + id as usize).map(|t| t.name.as_str())
     }
 
-    /// Which backend a request is for: by upstream cluster first (the route chose it), else by authority;
-    /// and only if the path lies under one of the backend's MCP paths.
-    pub fn route(&self, cluster: Option<&str>, authority: &str, path: &str) -> Option<BackendId> {
+    /// Which backend a request is for: by upstream cluster first (the route chose it), else by authority.
+    /// `mcp_endpoint` says whether the path lies under one of the backend's MCP paths; the backend's
+    /// policies apply either way (off its MCP path a request is judged as traffic to the backend, not waved
+    /// through to the gateway level only).
+    pub fn route(&self, cluster: Option<&str>, authority: &str, path: &str) -> Option<Route> {
         let by_cluster = cluster.and_then(|c| self.clusters.get(c)).copied();
-        let id = match by_cluster {
+        let backend = match by_cluster {
             Some(id) => id,
             None => {
                 let host = host_of(authority);
@@ -277,9 +286,9 @@ impl Engine {
                 *self.authorities.get(host)?
             }
         };
-        let backend = self.backends.get(id as usize)?;
+        let paths = &self.backends.get(backend as usize)?.paths;
         let path = path_only(path);
-        backend.paths.iter().any(|prefix| path_has_prefix(path, prefix)).then_some(id)
+        Some(Route { backend, mcp_endpoint: paths.iter().any(|prefix| path_has_prefix(path, prefix)) })
     }
 
     /// Whether any policy applies to a request for this backend; if not, it is allowed without inspection.

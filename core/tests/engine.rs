@@ -5,7 +5,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use grantwall_core::config::*;
-use grantwall_core::engine::{Engine, LevelOutcome, Request};
+use grantwall_core::engine::{Engine, LevelOutcome, Request, Route};
 use grantwall_core::jsonrpc;
 use grantwall_core::mcp::McpOp;
 use serde_json::json;
@@ -232,12 +232,15 @@ fn http_conditions_all_must_hold() {
 #[test]
 fn routing_by_cluster_then_authority_then_path() {
     let e = engine(config(json!([]), json!([])));
-    assert_eq!(e.route(Some("outbound|8000||mcp.tools.svc.cluster.local"), "whatever", "/mcp"), Some(0));
-    assert_eq!(e.route(None, "mcp.tools:8000", "/mcp/"), Some(0));
-    assert_eq!(e.route(None, "MCP.Tools.svc.cluster.local", "/mcp?session=1"), Some(0));
-    assert_eq!(e.route(None, "mcp.tools", "/local/mcp"), Some(0));
-    assert_eq!(e.route(None, "mcp.tools", "/mcpx"), None);
-    assert_eq!(e.route(None, "mcp.tools", "/other"), None);
+    let on = Some(Route { backend: 0, mcp_endpoint: true });
+    let off = Some(Route { backend: 0, mcp_endpoint: false });
+    assert_eq!(e.route(Some("outbound|8000||mcp.tools.svc.cluster.local"), "whatever", "/mcp"), on);
+    assert_eq!(e.route(None, "mcp.tools:8000", "/mcp/"), on);
+    assert_eq!(e.route(None, "MCP.Tools.svc.cluster.local", "/mcp?session=1"), on);
+    assert_eq!(e.route(None, "mcp.tools", "/local/mcp"), on);
+    // Off the MCP path the request is still for this backend (its policies apply), just not MCP endpoint traffic.
+    assert_eq!(e.route(None, "mcp.tools", "/mcpx"), off);
+    assert_eq!(e.route(Some("outbound|8000||mcp.tools.svc.cluster.local"), "x", "/messages?session_id=1"), off);
     assert_eq!(e.route(Some("some-other-cluster"), "elsewhere", "/mcp"), None);
     assert_eq!(e.route(None, "mcp", "/mcp"), None);
 }

@@ -60,7 +60,8 @@ impl GrantwallHttp {
         let path = header_str(":path")?.unwrap_or_default();
         let authority = header_str(":authority")?.unwrap_or_default();
         let cluster = property_str(&["xds", "cluster_name"])?;
-        let backend = engine.route(cluster.as_deref(), &authority, &path);
+        let route = engine.route(cluster.as_deref(), &authority, &path);
+        let backend = route.map(|r| r.backend);
         let peer = property_str(&["connection", "uri_san_peer_certificate"])?;
         let xfcc = header_str("x-forwarded-client-cert")?;
         let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), &engine.settings().identity.forwarded_client_cert)
@@ -91,7 +92,7 @@ impl GrantwallHttp {
 
         let content_type = header_str("content-type")?;
         let is_json = content_type.as_deref().is_some_and(is_json_media_type);
-        let on_mcp_path = backend.is_some();
+        let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
         match captured.method.as_str() {
             "POST" if on_mcp_path || is_json => {
                 if !is_json {

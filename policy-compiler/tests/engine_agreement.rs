@@ -36,8 +36,9 @@ fn quickstart_output_loads_and_decides_as_kan_says() {
     let local = engine
         .route(Some(cluster), "gateway.example", "/mcp")
         .unwrap();
+    assert!(local.mcp_endpoint);
     assert_eq!(
-        engine.backend_name(local),
+        engine.backend_name(local.backend),
         Some("quickstart-ns/local-mcp-backend")
     );
     // The HTTPRoute alias: the filter sees the path before Envoy's rewrite.
@@ -49,11 +50,11 @@ fn quickstart_output_loads_and_decides_as_kan_says() {
         ),
         Some(local)
     );
-    assert_eq!(
-        engine.route(None, "mcp.deepwiki.com", "/remote/mcp"),
-        Some(1)
-    );
-    assert_eq!(engine.route(None, "mcp.deepwiki.com", "/elsewhere"), None);
+    let remote = engine.route(None, "mcp.deepwiki.com", "/remote/mcp").unwrap();
+    assert_eq!((remote.backend, remote.mcp_endpoint), (1, true));
+    // Off the MCP path the backend (and its policies) still applies; it is just not MCP endpoint traffic.
+    let off_path = engine.route(None, "mcp.deepwiki.com", "/elsewhere").unwrap();
+    assert_eq!((off_path.backend, off_path.mcp_endpoint), (1, false));
 
     let agent = "spiffe://cluster.local/ns/quickstart-ns/sa/adk-agent-sa";
     let other = "spiffe://cluster.local/ns/quickstart-ns/sa/other";
@@ -64,7 +65,7 @@ fn quickstart_output_loads_and_decides_as_kan_says() {
         destination_port: Some(3001),
         headers: &[],
         principal,
-        backend: Some(local),
+        backend: Some(local.backend),
     };
     assert!(
         engine
