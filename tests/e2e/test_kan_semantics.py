@@ -123,12 +123,13 @@ async def test_gateway_and_backend_levels_are_anded(start_envoy, compile_policy,
     assert upstream_log.tools_executed() == []
     denials = audits(envoy, lambda a: a.get("mcpMethod") == "tools/call", count=2)
     assert [(a["target"], a["level"]) for a in denials] == [("echo", "backend"), ("get-sum", "gateway")]
-    # A path outside the backend is judged by the gateway level alone.
-    with RawSession(envoy.url("/elsewhere"), ca=pki.ca_cert, cert=client_cert("alice")) as s:
-        echo = s.request("tools/call", {"name": "echo", "arguments": {"message": "gw only"}})
-    assert echo.status == 404                              # the gateway allowed it; the upstream has no such path
-    last = audits(envoy, lambda a: a["path"] == "/elsewhere")[-1]
-    assert last["decision"] == "allow" and last["backend"] is None
+    # Off the backend's MCP path (e.g. a legacy HTTP+SSE messages endpoint) the backend's policy still
+    # applies, and a JSON-RPC POST is still inspected: no side door around the backend's grants.
+    with RawSession(envoy.url("/messages/?session_id=abc"), ca=pki.ca_cert, cert=client_cert("alice")) as s:
+        assert s.call_tool("echo", {"message": "side door"})["error"] == FORBIDDEN
+    side = audits(envoy, lambda a: a["path"].startswith("/messages"))[-1]
+    assert (side["decision"], side["backend"], side["level"]) == ("deny", "tools/mcp-server", "backend")
+    assert upstream_log.tools_executed() == []
 
 
 async def test_quickstart_policies(start_envoy, compile_policy, pki, upstream_log):
