@@ -236,6 +236,28 @@ pub struct RouteOptions<'a> {
     pub cluster_domain: &'a str,
 }
 
+/// Service names used by XBackends in more than one namespace. The bare `<svc>` authority would be
+/// ambiguous for them (a client in either namespace may use it), so it is left out, with a warning, and
+/// those backends are reachable by `<svc>.<ns>` and longer forms (and by cluster) only.
+fn ambiguous_short_names<'b>(backends: &'b [BackendIr], diags: &mut Diags) -> BTreeSet<&'b str> {
+    let mut namespaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for b in backends {
+        if let Some(svc) = &b.mcp.service_name {
+            let ns = b.ns_name.split_once('/').map(|(n, _)| n).unwrap_or_default();
+            namespaces.entry(svc.as_str()).or_default().insert(ns);
+        }
+    }
+    let ambiguous: BTreeSet<&str> = namespaces.iter().filter(|(_, ns)| ns.len() > 1).map(|(svc, _)| *svc).collect();
+    for svc in &ambiguous {
+        let list: Vec<&str> = namespaces.get(svc).map(|n| n.iter().copied().collect()).unwrap_or_default();
+        diags.warn(format!(
+            "Service name {svc:?} is used by XBackends in namespaces {}: the bare authority {svc:?} is ambiguous and is not routed; use {svc}.<namespace> (or the Envoy cluster) to reach them",
+            list.join(", ")
+        ));
+    }
+    ambiguous
+}
+
 /// Builds `config.backends` (without policies) and `config.routes`. `backends` must be sorted by name: the
 /// index is the position, and conflicts are reported on the later one.
 pub fn build(
@@ -246,6 +268,7 @@ pub fn build(
 ) -> (Vec<Backend>, Routes) {
     let mut routes = Routes::default();
     let mut claimed_by: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    let ambiguous_short = ambiguous_short_names(backends, diags);
     let mut out = Vec::new();
     for (index, b) in backends.iter().enumerate() {
         let idx = index as u32;
@@ -281,12 +304,8 @@ pub fn build(
                 .map(|(n, _)| n)
                 .unwrap_or_default();
             let fqdn = format!("{svc}.{ns}.svc.{}", opts.cluster_domain);
-            for authority in [
-                svc.clone(),
-                format!("{svc}.{ns}"),
-                format!("{svc}.{ns}.svc"),
-                fqdn.clone(),
-            ] {
+            let short = (!ambiguous_short.contains(svc.as_str())).then(|| svc.clone());
+            for authority in short.into_iter().chain([format!("{svc}.{ns}"), format!("{svc}.{ns}.svc"), fqdn.clone()]) {
                 claim(false, authority, "spec.mcp.serviceName", diags);
             }
             claim(

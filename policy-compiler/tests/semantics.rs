@@ -436,6 +436,23 @@ spec:
 }
 
 #[test]
+fn one_service_name_in_two_namespaces_drops_only_the_ambiguous_short_authority() {
+    let c = compile_ok(&format!(
+        "{BACKEND}---
+apiVersion: {V0}
+kind: XBackend
+metadata: {{name: b, namespace: other}}
+spec:
+  mcp: {{serviceName: svc, port: 8080}}
+"
+    ));
+    let authorities: Vec<&str> = c.routes.authorities.keys().map(String::as_str).collect();
+    assert!(!authorities.contains(&"svc"), "{authorities:?}");
+    assert!(authorities.contains(&"svc.ns") && authorities.contains(&"svc.other"), "{authorities:?}");
+    assert_eq!(c.routes.clusters.len(), 2);
+}
+
+#[test]
 fn hostname_backends_and_cluster_annotation() {
     let c = compile_ok(&format!(
         "apiVersion: {V0}
