@@ -21,7 +21,7 @@ from .upstream import start_mcp_server
 pytestmark = pytest.mark.anyio
 
 ALL_TOOLS = {"get-sum", "echo", "get-tiny-image", "delete-everything"}
-POLICIES = Path(__file__).with_name("policies")
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def test_modern_sdk_client_over_mtls(passthrough_envoy, pki, client_cert, upstream_log):
@@ -189,5 +189,5 @@ def test_refused_plugin_config_fails_envoy_start(start_envoy):
 
 def test_example_configuration_is_compiled_from_its_policy(compile_policy):
     """examples/envoy.yaml must carry exactly what the compiler makes of its documented policy."""
-    compiled = json.loads(compile_policy(POLICIES / "example.yaml"))
+    compiled = json.loads(compile_policy(REPO / "examples" / "policies"))
     assert json.loads(example_configuration()) == compiled
