@@ -13,6 +13,7 @@ import pytest
 
 from .clients import MODERN, RawSession, modern_request, post_jsonrpc, raw_request
 from .envoy import EnvoyStartError
+from .h2raw import post_with_trailers
 from .pki import spiffe_sa
 
 POLICY = Path(__file__).with_name("policies") / "grants.yaml"
@@ -162,3 +163,17 @@ def test_a_config_the_filter_cannot_load_stops_the_plugin(start_envoy, compile_p
     with pytest.raises(EnvoyStartError) as refused:
         start_envoy(json.dumps(config))
     assert "invalid Grantwall config" in str(refused.value) and field in str(refused.value)
+
+
+@pytest.mark.parametrize("tool,allowed", [("echo", True), ("delete-everything", False)])
+def test_requests_with_trailers_are_decided_on_the_whole_body(envoy, pki, alice, upstream_log, tool, allowed):
+    body, headers = modern_request("tools/call", {"name": tool, "arguments": {"message": "with trailers"}}, id=9)
+    headers.update({"content-type": "application/json", "accept": "application/json, text/event-stream"})
+    status, reply = post_with_trailers("127.0.0.1", envoy.port, "/mcp", body, headers, {"x-checksum": "abc"},
+                                       ca=pki.ca_cert, cert=alice)
+    if allowed:
+        assert status == 200, reply
+        assert upstream_log.tools_executed() == ["echo"]
+    else:
+        assert status == 200 and json.loads(reply)["error"]["code"] == 403
+        assert upstream_log.requests() == []
