@@ -123,6 +123,22 @@ def test_routing_headers_must_agree_with_the_body(envoy, pki, alice, upstream_lo
     assert upstream_log.requests() == []
 
 
+@pytest.mark.parametrize("tool,allowed", [("echo", True), ("delete-everything", False)])
+def test_requests_with_trailers_are_decided_on_the_whole_body(envoy, pki, alice, upstream_log, tool, allowed):
+    body, headers = modern_request("tools/call", {"name": tool, "arguments": {"message": "with trailers"}}, id=9)
+    headers.update({"content-type": "application/json", "accept": "application/json, text/event-stream"})
+    status, reply = post_with_trailers("127.0.0.1", envoy.port, "/mcp", body, headers, {"x-checksum": "abc"},
+                                       ca=pki.ca_cert, cert=alice)
+    if allowed:
+        assert status == 200, reply
+        assert upstream_log.tools_executed() == ["echo"]
+    else:
+        assert status == 200 and json.loads(reply)["error"]["code"] == 403
+        assert upstream_log.requests() == []
+
+
+# The tests below start their own Envoys, which replaces the module's `envoy`: keep them last.
+
 def test_client_supplied_xfcc_is_not_an_identity(start_envoy, compile_policy, pki, client_cert, upstream_log):
     """With the header forwarded to the filter (FORWARD_ONLY), a forged XFCC still does not make bob alice."""
     def forward_xfcc(boot: dict) -> None:
@@ -164,16 +180,3 @@ def test_a_config_the_filter_cannot_load_stops_the_plugin(start_envoy, compile_p
         start_envoy(json.dumps(config))
     assert "invalid Grantwall config" in str(refused.value) and field in str(refused.value)
 
-
-@pytest.mark.parametrize("tool,allowed", [("echo", True), ("delete-everything", False)])
-def test_requests_with_trailers_are_decided_on_the_whole_body(envoy, pki, alice, upstream_log, tool, allowed):
-    body, headers = modern_request("tools/call", {"name": tool, "arguments": {"message": "with trailers"}}, id=9)
-    headers.update({"content-type": "application/json", "accept": "application/json, text/event-stream"})
-    status, reply = post_with_trailers("127.0.0.1", envoy.port, "/mcp", body, headers, {"x-checksum": "abc"},
-                                       ca=pki.ca_cert, cert=alice)
-    if allowed:
-        assert status == 200, reply
-        assert upstream_log.tools_executed() == ["echo"]
-    else:
-        assert status == 200 and json.loads(reply)["error"]["code"] == 403
-        assert upstream_log.requests() == []
