@@ -109,7 +109,13 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                 format!("unknown action {other:?}"),
             ),
         }
-        let rules = s
+        if s.rules.as_ref().is_some_and(Vec::is_empty) {
+            diags.warn(format!(
+                "{loc}: spec.rules: an explicit empty list grants nothing, so this policy denies all traffic at its targets; omit `rules` to allow all traffic"
+            ));
+        }
+        let explicit_empty = s.rules.as_ref().is_some_and(Vec::is_empty);
+        let mut rules: Vec<RuleIr> = s
             .rules
             .unwrap_or_default()
             .iter()
@@ -136,6 +142,9 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                 }
             })
             .collect();
+        if explicit_empty {
+            rules.push(matches_nothing());
+        }
         (s.target_refs, rules)
     };
     let targets = targets(
@@ -155,6 +164,18 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
         targets,
         rules,
     })
+}
+
+/// The compiled form of `rules: []`: a rule no request can match. (An empty `rules` in the config means
+/// "no rules, all traffic", KAN's reading of an omitted field; an explicit empty list must not mean that.)
+fn matches_nothing() -> RuleIr {
+    RuleIr {
+        name: "explicit-empty-rules".to_string(),
+        principal: None,
+        http: None,
+        // MCP conditions that grant no method: non-MCP traffic cannot meet them, MCP traffic is not granted.
+        mcp: Some(McpMatch { base_protocol: false, methods: Some(Vec::new()) }),
+    }
 }
 
 fn fail(diags: &mut Diags, loc: &Loc, e: String) -> Option<PolicyIr> {

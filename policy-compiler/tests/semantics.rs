@@ -958,3 +958,43 @@ spec:
         ["in.yaml doc 1 XAccessPolicy ns/p: spec.targetRefs: TargetRef must have group agentic.networking.x-k8s.io and kind XBackend, or group gateway.networking.k8s.io and kind Gateway"]
     );
 }
+
+#[test]
+fn explicit_empty_rules_deny_all_while_omitted_rules_allow_all() {
+    let policy = |rules: &str| {
+        format!(
+            "{BACKEND}---
+apiVersion: agentic.networking.x-k8s.io/v1alpha1
+kind: XAccessPolicy
+metadata: {{name: p, namespace: ns}}
+spec:
+  targetRefs: [{{group: agentic.networking.x-k8s.io, kind: XBackend, name: b}}]
+  action: Allow
+{rules}"
+        )
+    };
+    let engine = |c: &grantwall_core::config::Config| {
+        grantwall_core::engine::Engine::from_json(&serde_json::to_vec(c).unwrap()).unwrap()
+    };
+    let request = grantwall_core::engine::Request {
+        method: "POST",
+        path: "/mcp",
+        authority: "svc.ns",
+        destination_port: None,
+        headers: &[],
+        principal: None,
+        backend: Some(0),
+    };
+    let call = grantwall_core::mcp::McpOp {
+        name: "tools/call",
+        base: false,
+        method: Some(grantwall_core::config::McpMethod::ToolsCall),
+        target: Some("x"),
+    };
+    let omitted = compile_ok(&policy(""));
+    assert!(engine(&omitted).decide(&request, Some(&call)).allowed);
+    let explicit = compile_ok(&policy("  rules: []\n"));
+    let e = engine(&explicit);
+    assert!(!e.decide(&request, Some(&call)).allowed);
+    assert!(!e.decide(&request, None).allowed);
+}
