@@ -286,6 +286,12 @@ impl Engine {
                 *self.authorities.get(host)?
             }
         };
+        self.backend_route(backend, path)
+    }
+
+    /// The route of a request already known to be for `backend` (`grantwall explain --backend`): whether
+    /// `path` is on its MCP endpoint, decided exactly as [`Engine::route`] does. None if there is no such backend.
+    pub fn backend_route(&self, backend: BackendId, path: &str) -> Option<Route> {
         let paths = &self.backends.get(backend as usize)?.paths;
         let path = path_only(path);
         Some(Route { backend, mcp_endpoint: paths.iter().any(|prefix| path_has_prefix(path, prefix)) })
