@@ -1,9 +1,12 @@
 //! `grantwall`: the command line only. Everything it does is in the library (`grantwall_policy_compiler`).
 
+mod cmd;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use grantwall_core::config::{Config, DenialStyle, XfccTrust, DEFAULT_MAX_BODY_BYTES};
-use grantwall_policy_compiler::compile::{self, Options};
+use grantwall_policy_compiler::compile::{self, Compiled, Options};
 use grantwall_policy_compiler::diag::Diags;
+use grantwall_policy_compiler::emit::{self, EmitOptions};
 use grantwall_policy_compiler::input;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +51,18 @@ kubectl get xbackends,xaccesspolicies -A -o yaml | grantwall compile -f - --chec
 Exit status: 0 success, 1 invalid input, 2 bad command line."
     )]
     Compile(CompileArgs),
+    /// Package the Wasm filter as an OCI image (for Istio's WasmPlugin), without a container daemon.
+    #[command(
+        long_about = cmd::package::LONG_ABOUT,
+        after_long_help = cmd::package::AFTER_HELP
+    )]
+    Package(cmd::package::PackageArgs),
+    /// Say whether the filter would allow a request, and which policy and rule decide (or why none does).
+    #[command(
+        long_about = cmd::explain::LONG_ABOUT,
+        after_long_help = cmd::explain::AFTER_HELP
+    )]
+    Explain(cmd::explain::ExplainArgs),
     /// Print the JSON Schema of the compiled config (the file the filter reads).
     #[command(
         long_about = "Print the JSON Schema (draft 2020-12) of the compiled config, generated from the \
@@ -119,6 +134,47 @@ struct CompileArgs {
     /// Validate and compile, but write nothing; print a one-line summary to stderr.
     #[arg(long)]
     check: bool,
+
+    /// What to write: the filter's JSON config, or that config wrapped for a host (YAML): an Istio WasmPlugin,
+    /// an Envoy http_filters entry, or an Envoy ECDS resource file.
+    #[arg(long, value_enum, value_name = "FORM", default_value_t = Emit::Config)]
+    emit: Emit,
+
+    /// With --emit wasmplugin (required): where Istio pulls the filter, e.g.
+    /// oci://registry.example.com/grantwall:0.1.0 (also https://…/grantwall.wasm or file://…).
+    #[arg(long, value_name = "URL")]
+    image: Option<String>,
+
+    /// With --emit wasmplugin: pin the image to this digest (spec.sha256): the manifest digest `grantwall
+    /// package` prints, with or without "sha256:".
+    #[arg(long, value_name = "DIGEST", conflicts_with = "package")]
+    sha256: Option<String>,
+
+    /// With --emit wasmplugin: pin the image to the digest of the OCI layout `grantwall package -o DIR` wrote.
+    #[arg(long, value_name = "DIR")]
+    package: Option<PathBuf>,
+
+    /// With --emit wasmplugin, envoy or ecds: the name of the WasmPlugin, Envoy filter and ECDS resource
+    /// [default: grantwall].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+
+    /// With --emit envoy or ecds: path of the Wasm module on the Envoy host (vm_config.code.local.filename)
+    /// [default: /etc/envoy/grantwall.wasm].
+    #[arg(long, value_name = "PATH")]
+    wasm_file: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    /// The filter's JSON config (what the filter's `configuration` holds).
+    Config,
+    /// An Istio extensions.istio.io/v1alpha1 WasmPlugin attached to the Gateway (--gateway).
+    Wasmplugin,
+    /// An envoy.filters.http.wasm entry for a listener's http_filters.
+    Envoy,
+    /// An ECDS resource file (DiscoveryResponse with a TypedExtensionConfig) for a path_config_source.
+    Ecds,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,11 +201,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Compile(args) => run_compile(args),
+        Command::Package(args) => cmd::package::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
         Command::Schema { output } => run_schema(output.as_deref()),
     }
 }
 
 fn run_compile(args: CompileArgs) -> ExitCode {
+    let emit_opts = match emit_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("grantwall: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = Options {
         gateway: args.gateway,
         trust_domain: args.trust_domain,
@@ -168,9 +233,80 @@ fn run_compile(args: CompileArgs) -> ExitCode {
         },
         xfcc_peers: args.xfcc_peers,
     };
+    let Some(compiled) = compile_reporting(&args.files, &opts) else {
+        return ExitCode::from(1);
+    };
+    if args.check {
+        eprintln!("grantwall: {}", compiled.summary);
+        return ExitCode::SUCCESS;
+    }
+    let text = match args.emit {
+        Emit::Config => render(&compiled.config, args.pretty),
+        Emit::Wasmplugin => emit::wasm_plugin(&compiled.config, &emit_opts),
+        Emit::Envoy => emit::envoy_filter(&compiled.config, &emit_opts),
+        Emit::Ecds => emit::ecds_resource(&compiled.config, &emit_opts),
+    };
+    if args.emit == Emit::Wasmplugin && emit_opts.sha256.is_none() && text.is_ok() {
+        eprintln!("warning: the WasmPlugin does not pin the image: add --sha256 DIGEST or --package DIR so Istio refuses any other image pushed under the same tag");
+    }
+    match text.and_then(|text| write_output(args.output.as_deref(), &text)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grantwall: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The --emit flags, checked against each other: a flag the chosen form does not use is an error, not ignored.
+fn emit_options(args: &CompileArgs) -> Result<EmitOptions, String> {
+    let form = match args.emit {
+        Emit::Config => "config",
+        Emit::Wasmplugin => "wasmplugin",
+        Emit::Envoy => "envoy",
+        Emit::Ecds => "ecds",
+    };
+    let only = |flag: &str, set: bool, forms: &[Emit], which: &str| {
+        if set && !forms.contains(&args.emit) {
+            Err(format!("{flag} is used only with --emit {which}, not --emit {form}"))
+        } else {
+            Ok(())
+        }
+    };
+    only("--image", args.image.is_some(), &[Emit::Wasmplugin], "wasmplugin")?;
+    only("--sha256", args.sha256.is_some(), &[Emit::Wasmplugin], "wasmplugin")?;
+    only("--package", args.package.is_some(), &[Emit::Wasmplugin], "wasmplugin")?;
+    only("--name", args.name.is_some(), &[Emit::Wasmplugin, Emit::Envoy, Emit::Ecds], "wasmplugin, envoy or ecds")?;
+    only("--wasm-file", args.wasm_file.is_some(), &[Emit::Envoy, Emit::Ecds], "envoy or ecds")?;
+    only("--pretty", args.pretty, &[Emit::Config], "config (the other forms are YAML)")?;
+    if let Some(image) = &args.image {
+        emit::check_image(image)?;
+    }
+    let name = args.name.clone().unwrap_or_else(|| "grantwall".to_string());
+    if !grantwall_policy_compiler::policy::is_dns_subdomain(&name) {
+        return Err(format!("--name {name:?}: must be a lower-case DNS name (it names a Kubernetes object)"));
+    }
+    let sha256 = match (&args.sha256, &args.package) {
+        (Some(s), _) => Some(emit::normalize_sha256(s)?),
+        (None, Some(dir)) => {
+            let digest = grantwall_policy_compiler::oci::layout_digest(dir, None).map_err(|e| format!("--package: {e}"))?;
+            Some(emit::normalize_sha256(&digest)?)
+        }
+        (None, None) => None,
+    };
+    Ok(EmitOptions {
+        name,
+        image: args.image.clone(),
+        sha256,
+        wasm_file: args.wasm_file.clone().unwrap_or_else(|| emit::DEFAULT_WASM_FILE.to_string()),
+    })
+}
+
+/// Reads and compiles `files`, printing warnings and (on failure) every error in compile's format.
+pub(crate) fn compile_reporting(files: &[String], opts: &Options) -> Option<Compiled> {
     let mut read_diags = Diags::default();
-    let sources = input::read_sources(&args.files, &mut std::io::stdin(), &mut read_diags);
-    let result = compile::compile(&sources, &opts);
+    let sources = input::read_sources(files, &mut std::io::stdin(), &mut read_diags);
+    let result = compile::compile(&sources, opts);
     let (compiled, mut diags) = match result {
         Ok(c) => (Some(c), Diags::default()),
         Err(d) => (None, d),
@@ -186,8 +322,8 @@ fn run_compile(args: CompileArgs) -> ExitCode {
     for w in read_diags.warnings.iter().chain(&warnings) {
         let _ = writeln!(stderr, "warning: {w}");
     }
-    let compiled = match compiled {
-        Some(c) if !read_diags.has_errors() => c,
+    match compiled {
+        Some(c) if !read_diags.has_errors() => Some(c),
         _ => {
             for e in &read_diags.errors {
                 let _ = writeln!(stderr, "{e}");
@@ -198,25 +334,12 @@ fn run_compile(args: CompileArgs) -> ExitCode {
                 "grantwall: {n} error{}, nothing written",
                 if n == 1 { "" } else { "s" }
             );
-            return ExitCode::from(1);
-        }
-    };
-    if args.check {
-        let _ = writeln!(stderr, "grantwall: {}", compiled.summary);
-        return ExitCode::SUCCESS;
-    }
-    match render(&compiled.config, args.pretty)
-        .and_then(|text| write_output(args.output.as_deref(), &text))
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = writeln!(stderr, "grantwall: {e}");
-            ExitCode::from(1)
+            None
         }
     }
 }
 
-fn render(config: &Config, pretty: bool) -> Result<String, String> {
+pub(crate) fn render(config: &Config, pretty: bool) -> Result<String, String> {
     let text = if pretty {
         serde_json::to_string_pretty(config)
     } else {
@@ -227,7 +350,7 @@ fn render(config: &Config, pretty: bool) -> Result<String, String> {
 }
 
 /// Writes to a temporary file beside the target and renames it, so a reader never sees half a config.
-fn write_output(path: Option<&Path>, text: &str) -> Result<(), String> {
+pub(crate) fn write_output(path: Option<&Path>, text: &str) -> Result<(), String> {
     let Some(path) = path.filter(|p| p.as_os_str() != "-") else {
         let mut out = std::io::stdout().lock();
         return out
