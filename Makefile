@@ -4,6 +4,8 @@
 #   make demo      build, compile the example CRDs, run Envoy + the filter + a real MCP server and agent
 #   make test      everything: native unit tests, the same tests on 32-bit Wasm, clippy, end-to-end in Envoy
 #   make venv      the Python environment the e2e suite and the demo use (.venv)
+#   make package   dist/oci and dist/grantwall-oci.tar: the filter as an OCI image for Istio (docs/deploy.md)
+#   make examples  regenerate the generated examples (examples/wasmplugin.yaml); a test fails when they are stale
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,7 +17,7 @@ WASM_TEST_TARGET := wasm32-unknown-unknown
 # Must equal the wasm-bindgen version in Cargo.lock (the test runner checks).
 WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
 
-.PHONY: all build demo test test-unit test-wasm lint test-e2e venv toolchain clean
+.PHONY: all build demo test test-unit test-wasm lint test-e2e venv toolchain clean package examples
 
 all: build
 
@@ -33,6 +35,14 @@ build: toolchain
 
 venv:
 	scripts/venv.sh
+
+package: build
+	dist/grantwall package --wasm dist/grantwall.wasm -o dist/oci --tar dist/grantwall-oci.tar
+
+# The WasmPlugin for examples/istio/'s Gateway; policy-compiler/tests/deploy.rs checks it is current.
+examples: build
+	dist/grantwall compile -f examples/policies/ -f examples/istio/ --emit wasmplugin \
+	  --image oci://registry.example.com/grantwall:0.1.0 -o examples/wasmplugin.yaml
 
 demo: build venv
 	$(PYTHON) examples/demo/run_demo.py

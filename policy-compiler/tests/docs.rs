@@ -42,6 +42,8 @@ fn cli_doc_lists_every_flag() {
         &["--help"][..],
         &["compile", "--help"],
         &["schema", "--help"],
+        &["package", "--help"],
+        &["explain", "--help"],
     ] {
         let help = stdout(&grantwall(&dir, cmd, None));
         for word in help.split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']') {
@@ -52,6 +54,24 @@ fn cli_doc_lists_every_flag() {
                     "docs/cli.md lacks {flag} (from {cmd:?})"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn cli_doc_explain_examples_are_real_output() {
+    let cli = doc("cli.md");
+    let root = manifest_dir().join("..");
+    for args in [
+        &["--as", "spiffe://cluster.local/ns/agents/sa/bob", "--tool", "get-sum"][..],
+        &["--sa", "agents/bob", "--tool", "echo", "--json"],
+    ] {
+        let mut full = vec!["explain", "-f", "examples/policies/", "--backend", "tools/mcp-server", "--mcp", "tools/call"];
+        full.extend_from_slice(args);
+        let out = stdout(&grantwall(&root, &full, None));
+        assert!(!out.is_empty());
+        for line in out.lines() {
+            assert!(cli.contains(line), "docs/cli.md lacks this line of `grantwall {}`:\n{line}", full.join(" "));
         }
     }
 }

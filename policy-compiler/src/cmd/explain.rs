@@ -15,7 +15,7 @@ compiled config), loaded into the filter's engine, and the request body is built
 filter's parser. --json prints the audit record the filter would write (Envoy filter state \
 wasm.grantwall_audit), for scripts.\n\n\
 The caller is a SPIFFE ID (--as), or a Kubernetes ServiceAccount (--sa NAMESPACE/NAME, or --as \
-system:serviceaccount:NAMESPACE:NAME) resolved with --trust-domain; without either, the caller has no identity.";
+system:serviceaccount:NAMESPACE:NAME) resolved with --trust-domain. Without either, the caller has no identity.";
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -43,7 +43,7 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NAMESPACE/NAME")]
     gateway: Option<String>,
 
-    /// As for compile; also resolves --sa.
+    /// As for compile (also resolves --sa).
     #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
 

@@ -92,7 +92,7 @@ fn package(args: &PackageArgs) -> Result<String, String> {
         wrote.push(format!("{} (skopeo: oci-archive:{}:{})", tar.display(), tar.display(), args.tag));
     }
     eprintln!(
-        "grantwall: packaged {} ({} bytes) as a {} image: {}; manifest digest {} (WasmPlugin spec.sha256: {})",
+        "grantwall: packaged {} ({} bytes), {} variant: {}; manifest digest {} (WasmPlugin spec.sha256: {})",
         args.wasm.display(),
         wasm.len(),
         variant.as_str(),
