@@ -1,6 +1,12 @@
 //! Plugin lifecycle: load and validate the compiled config at configure time, hand it to each request.
 //! A config that does not load makes `on_configure` return false, so Envoy refuses the plugin (and, with
 //! FAIL_CLOSED, the traffic) instead of running without policy.
+//!
+//! Live updates (ECDS, a listener update, Istio pushing a changed WasmPlugin): Envoy configures a new root
+//! context with the new config, in the same VM when `vm_config` is unchanged; a refused config leaves the old
+//! one in place (the update is rejected). Each request holds its own `Rc<Engine>`, so a request in flight keeps
+//! the policy it started under. Nothing else is kept per root today; state that must outlive a config (rate
+//! limits, bindings) belongs in Proxy-Wasm shared data, which Envoy keys by `vm_id`, not by root context.
 
 use crate::http::GrantwallHttp;
 use crate::metrics::Metrics;
