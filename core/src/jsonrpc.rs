@@ -459,6 +459,26 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
         // By-position params: nothing for us to read; targets are then missing and refused where required.
         StrictValueVisitor.visit_seq(seq)
     }
+    // JSON-RPC: params, when present, is an object or an array. Anything else is valid JSON but an invalid
+    // request (it used to surface as serde's type error, i.e. "malformed-json" / -32700).
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(refuse(self.refusal, PARAMS_NOT_STRUCTURED))
+    }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(4);
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
@@ -494,6 +514,8 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
         Ok(())
     }
 }
+
+const PARAMS_NOT_STRUCTURED: ParseError = ParseError::InvalidRequest("\"params\" must be an object or an array");
 
 /// Record why a body is refused and turn it into a serde error that stops the parse.
 fn refuse<E: de::Error>(slot: &mut Option<ParseError>, why: ParseError) -> E {

@@ -168,3 +168,15 @@ fn nesting_is_bounded() {
     let ok = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"a":{}1{}}}}}}}"#, "[".repeat(100), "]".repeat(100));
     assert!(parse(ok.as_bytes()).is_ok());
 }
+
+#[test]
+fn params_that_are_not_an_object_or_array_are_an_invalid_request_not_a_parse_error() {
+    // Regression (found by tests/e2e/test_differential.py): `"params": null` is valid JSON, yet it was
+    // refused as malformed-json (-32700) because serde's type error surfaced unclassified.
+    for params in ["null", "true", "7", "-1", "1.5", "\"echo\""] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+        let e = refused(&body);
+        assert_eq!(e, ParseError::InvalidRequest("\"params\" must be an object or an array"), "{params}");
+        assert_eq!((e.code(), e.reason()), (-32600, "invalid-request"));
+    }
+}
