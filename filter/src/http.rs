@@ -25,6 +25,8 @@ pub struct GrantwallHttp {
     metrics: Rc<Metrics>,
     /// Set while the body of an inspected POST is being buffered.
     pending: Option<Captured>,
+    #[cfg(feature = "trap-test")]
+    trap: crate::trap::Trap,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -51,7 +53,13 @@ struct Refusal {
 
 impl GrantwallHttp {
     pub fn new(engine: Rc<Engine>, metrics: Rc<Metrics>) -> Self {
-        GrantwallHttp { engine, metrics, pending: None }
+        GrantwallHttp {
+            engine,
+            metrics,
+            pending: None,
+            #[cfg(feature = "trap-test")]
+            trap: crate::trap::Trap::Never,
+        }
     }
 
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, Refusal> {
@@ -241,6 +249,10 @@ impl Context for GrantwallHttp {}
 
 impl HttpContext for GrantwallHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "trap-test")]
+        {
+            self.trap = crate::trap::at_headers();
+        }
         match self.on_headers(end_of_stream) {
             Ok(action) => action,
             Err(r) => self.refuse(None, &r),
@@ -259,6 +271,8 @@ impl HttpContext for GrantwallHttp {
             return Action::Pause;
         }
         let _ = captured;
+        #[cfg(feature = "trap-test")]
+        crate::trap::at_body(self.trap);
         let Some(captured) = self.pending.take() else { return Action::Continue };
         match self.on_complete_body(&captured, body_size) {
             Ok(action) => action,

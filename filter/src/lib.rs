@@ -4,6 +4,7 @@
 //! - `http`: per-request capture, buffering and the decision.
 //! - `host`: panic-free host calls.
 //! - `metrics`: decision counters.
+//! - `trap`: test-only VM trap injection (feature `trap-test`).
 
 #[cfg(target_arch = "wasm32")]
 mod host;
@@ -13,6 +14,9 @@ mod http;
 mod metrics;
 #[cfg(target_arch = "wasm32")]
 mod root;
+// Test-only fault injection; the release build never has it (Makefile: build-trap).
+#[cfg(all(target_arch = "wasm32", feature = "trap-test"))]
+mod trap;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
