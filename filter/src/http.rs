@@ -41,6 +41,9 @@ struct Captured {
     protocol_version: Option<String>,
     mcp_method: Option<String>,
     mcp_name: Option<String>,
+    /// A GET/DELETE held because its headers did not end the stream: decided as this operation only if
+    /// no body byte arrives. Its body would otherwise reach the upstream uninspected under a base grant.
+    bodiless: Option<McpOp<'static>>,
 }
 
 /// A refusal before the engine could decide (bad input, host failure).
@@ -85,6 +88,7 @@ impl GrantwallHttp {
             protocol_version: None,
             mcp_method: None,
             mcp_name: None,
+            bodiless: None,
         };
 
         if !engine.has_policies(backend) {
@@ -125,15 +129,32 @@ impl GrantwallHttp {
                 self.pending = Some(captured);
                 Ok(Action::Pause)
             }
-            "GET" if on_mcp_path => Ok(self.decide(&captured, Some(&McpOp::STREAM), None)),
+            "GET" if on_mcp_path => Ok(self.bodiless(captured, McpOp::STREAM, end_of_stream)),
             "DELETE" if on_mcp_path && header_str("mcp-session-id")?.is_some() => {
-                Ok(self.decide(&captured, Some(&McpOp::SESSION_END), None))
+                Ok(self.bodiless(captured, McpOp::SESSION_END, end_of_stream))
             }
             _ => Ok(self.decide(&captured, None, None)),
         }
     }
 
+    /// GET (stream) and DELETE (session end) carry no body. Decide now if the headers ended the request;
+    /// otherwise hold it: an empty body is decided as `op`, any body byte is refused.
+    fn bodiless(&mut self, mut captured: Captured, op: McpOp<'static>, end_of_stream: bool) -> Action {
+        if end_of_stream {
+            return self.decide(&captured, Some(&op), None);
+        }
+        captured.bodiless = Some(op);
+        self.pending = Some(captured);
+        Action::Pause
+    }
+
     fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
+        if let Some(op) = captured.bodiless {
+            if size > 0 {
+                return Err(refusal(400, -32600, "invalid-request", &format!("{} on the MCP endpoint must not carry a body", op.name)));
+            }
+            return Ok(self.decide(captured, Some(&op), None));
+        }
         let limit = self.engine.settings().max_body_bytes as usize;
         if size > limit {
             return Err(refusal(413, -32600, "body-too-large", &format!("request body larger than {limit} bytes")));
