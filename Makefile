@@ -6,6 +6,8 @@
 #   make venv      the Python environment the e2e suite and the demo use (.venv)
 #   make package   dist/oci and dist/grantwall-oci.tar: the filter as an OCI image for Istio (docs/deploy.md)
 #   make examples  regenerate the generated examples (examples/wasmplugin.yaml); a test fails when they are stale
+#   make fuzz      cargo-fuzz every untrusted-input parser, FUZZ_SECONDS each (default 60; docs/security.md)
+#   make soak      10 minutes of mixed traffic at saturation through Envoy (SOAK_SECONDS; not part of test)
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,7 +19,7 @@ WASM_TEST_TARGET := wasm32-unknown-unknown
 # Must equal the wasm-bindgen version in Cargo.lock (the test runner checks).
 WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
 
-.PHONY: all build demo test test-unit test-wasm lint test-e2e venv toolchain clean package examples
+.PHONY: all build build-trap demo test test-unit test-wasm lint test-e2e venv ts-server fuzz soak toolchain clean package examples
 
 all: build
 
@@ -33,6 +35,13 @@ build: toolchain
 	cp target/release/grantwall dist/grantwall
 	@echo "dist/grantwall.wasm: $$(stat -c %s dist/grantwall.wasm) bytes"
 
+# TEST-ONLY filter that traps on request (feature trap-test), for tests/e2e/test_trap.py. Its own target dir,
+# so the release dist/grantwall.wasm is never built with the feature.
+build-trap: toolchain
+	$(CARGO) build --locked --release --target $(WASM_TARGET) -p grantwall-filter --features trap-test --target-dir target/trap
+	@mkdir -p dist
+	cp target/trap/$(WASM_TARGET)/release/grantwall_filter.wasm dist/grantwall-trap.wasm
+
 venv:
 	scripts/venv.sh
 
@@ -43,6 +52,10 @@ package: build
 examples: build
 	dist/grantwall compile -f examples/policies/ -f examples/istio/ --emit wasmplugin \
 	  --image oci://registry.example.com/grantwall:0.1.0 -o examples/wasmplugin.yaml
+
+# The TypeScript SDK MCP server of the differential suite: npm ci into tests/e2e/ts_server/node_modules.
+ts-server:
+	scripts/ts-server.sh
 
 demo: build venv
 	$(PYTHON) examples/demo/run_demo.py
@@ -63,8 +76,28 @@ lint: toolchain
 	$(CARGO) clippy --locked --release --target $(WASM_TARGET) -p grantwall-filter -p grantwall-core -- -D warnings
 	$(CARGO) clippy --locked -p grantwall-policy-compiler -- -D warnings
 
-test-e2e: build venv
+test-e2e: build build-trap venv ts-server
 	$(PYTHON) -m pytest tests/e2e -q
+
+# Fuzz each target for FUZZ_SECONDS on nightly. New inputs go to .cache/fuzz/<target> (the committed seeds in
+# fuzz/corpus/<target> are only read); crashes land in fuzz/artifacts/<target>.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := jsonrpc xfcc config chunked
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && cargo +nightly fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .cache/fuzz/$$t; \
+	  echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	  (cd fuzz && cargo +nightly fuzz run -O $$t ../.cache/fuzz/$$t corpus/$$t -- \
+	     -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1) 2>&1 | tee .cache/fuzz/$$t.log | grep -E '^(#[0-9]+\s+DONE|stat::number_of_executed_units|==[0-9]+== ERROR|SUMMARY)' ; \
+	done
+
+# Saturation soak through real Envoy on loopback: SOAK_SECONDS (default 600), SOAK_PROCS load processes.
+SOAK_SECONDS ?= 600
+soak: build venv
+	$(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf dist target

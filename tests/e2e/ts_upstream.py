@@ -1,0 +1,55 @@
+"""The TypeScript SDK MCP server (tests/e2e/ts_server) as a subprocess, read through the same UpstreamLog as
+the Python one. Install it first: scripts/ts-server.sh (`make ts-server`; `make test-e2e` does)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from .procs import spawn
+from .upstream import UpstreamLog, UpstreamServer
+
+TS_DIR = Path(__file__).with_name("ts_server")
+
+
+def ts_server_missing() -> str | None:
+    """Why the server cannot start here, or None."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (TS_DIR / "node_modules" / "@modelcontextprotocol" / "sdk").is_dir():
+        return "tests/e2e/ts_server is not installed (run scripts/ts-server.sh)"
+    return None
+
+
+def start_ts_server(workdir: Path, timeout: float = 20.0) -> UpstreamServer:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port_file, log_path, stderr_path = workdir / "port", workdir / "requests.jsonl", workdir / "server.stderr"
+    port_file.unlink(missing_ok=True)
+    cmd = ["node", str(TS_DIR / "server.mjs"), "--port", "0", "--port-file", str(port_file), "--log", str(log_path)]
+    with open(stderr_path, "ab") as err:
+        proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=TS_DIR)
+    server = UpstreamServer(proc, 0, "stateless", UpstreamLog(log_path), stderr_path)
+    try:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(trust_env=False, timeout=2) as http:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"ts server exited with {proc.returncode}:\n{server.stderr_tail()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ts server not ready after {timeout}s:\n{server.stderr_tail()}")
+                if not server.port and port_file.exists():
+                    server.port = int(port_file.read_text())
+                if server.port:
+                    try:
+                        if http.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200:
+                            return server
+                    except httpx.TransportError:
+                        pass
+                time.sleep(0.05)
+    except BaseException:
+        server.stop()
+        raise
