@@ -186,6 +186,10 @@ pub struct Rule {
     /// MCP-level conditions. Absent: any request, MCP or not. Present: only MCP requests can match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp: Option<McpMatch>,
+    /// A compiled CEL condition (KAN `authorization.type: CEL`): the rule matches only when it evaluates to
+    /// true; any evaluation error is "no match". See docs/cel.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cel: Option<crate::cel::Expr>,
 }
 
 /// HTTP conditions of a rule. Each non-empty list must match (OR within a list, AND across lists).

@@ -8,6 +8,7 @@
 //! keeps, per principal, the (policy, rule) pairs naming it, plus the rules open to any caller. Only those
 //! candidates are checked, in policy order, so decision cost does not grow with the number of grants.
 
+use crate::cel::{self, Activation, EvalError, Program, Timestamp};
 use crate::config::{
     Backend, Config, HttpMatch, MatchKind, McpMatch, McpMethod, Policy, Settings, Target, CONFIG_VERSION,
 };
@@ -65,6 +66,8 @@ pub struct Request<'a> {
     /// The caller's SPIFFE ID, if any.
     pub principal: Option<&'a str>,
     pub backend: Option<BackendId>,
+    /// When the request is decided (host clock), for CEL `request.time`; None if the host did not say.
+    pub time: Option<Timestamp>,
 }
 
 /// What one level (Gateway or XBackend) said.
@@ -89,6 +92,16 @@ pub struct Decision<'e> {
     pub allowed: bool,
     pub gateway: LevelOutcome<'e>,
     pub backend: LevelOutcome<'e>,
+    /// The first CEL rule whose evaluation failed (so it did not match), for "why was I denied?".
+    pub cel_error: Option<CelFailure<'e>>,
+}
+
+/// A CEL rule that could not be evaluated for this request (and therefore did not match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CelFailure<'e> {
+    pub policy: &'e str,
+    pub rule: &'e str,
+    pub error: EvalError,
 }
 
 impl<'e> Decision<'e> {
@@ -102,6 +115,12 @@ impl<'e> Decision<'e> {
         } else {
             "no-policy"
         }
+    }
+
+    /// For a denial where a CEL rule failed to evaluate: which rule and why (audit `detail`).
+    pub fn cel_detail(&self) -> Option<String> {
+        let f = self.cel_error.filter(|_| !self.allowed)?;
+        Some(format!("CEL rule {}/{}: {}", f.policy, f.rule, f.error))
     }
 
     /// The level and match that decided: the denying level, else the most specific matching one.
@@ -142,6 +161,7 @@ struct CompiledRule {
     name: String,
     http: Option<CompiledHttp>,
     mcp: Option<CompiledMcp>,
+    cel: Option<Program>,
 }
 
 struct CompiledHttp {
@@ -172,6 +192,8 @@ pub struct Engine {
     clusters: HashMap<String, BackendId>,
     authorities: HashMap<String, BackendId>,
     header_names: Vec<String>,
+    /// Some CEL rule reads `request.mcp.arguments`: only then does the parser keep them.
+    needs_arguments: bool,
 }
 
 impl Engine {
@@ -229,15 +251,15 @@ impl Engine {
                 return Err(config_error(format!("routes.authorities[{k:?}]"), "must be a lower-case host without port"));
             }
         }
-        let mut header_names: Vec<String> = targets
-            .iter()
-            .flat_map(|t| t.policies.iter())
-            .flat_map(|p| p.rules.iter())
+        let rules = || targets.iter().flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
+        let mut header_names: Vec<String> = rules()
             .filter_map(|r| r.http.as_ref())
             .flat_map(|h| h.headers.iter().map(|(name, _, _)| name.clone()))
+            .chain(rules().filter_map(|r| r.cel.as_ref()).flat_map(Program::header_names))
             .collect();
         header_names.sort();
         header_names.dedup();
+        let needs_arguments = rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments);
         Ok(Engine {
             settings: config.settings,
             principal_ids,
@@ -246,6 +268,7 @@ impl Engine {
             clusters: config.routes.clusters.into_iter().collect(),
             authorities: config.routes.authorities.into_iter().collect(),
             header_names,
+            needs_arguments,
         })
     }
 
@@ -256,6 +279,11 @@ impl Engine {
     /// Request headers some rule looks at: the glue captures only these.
     pub fn header_names(&self) -> &[String] {
         &self.header_names
+    }
+
+    /// Whether the body parser must keep `params.arguments` (some CEL rule reads `request.mcp.arguments`).
+    pub fn needs_arguments(&self) -> bool {
+        self.needs_arguments
     }
 
     pub fn gateway_name(&self) -> &str {
@@ -309,24 +337,47 @@ impl Engine {
     /// Decide a request. `op` is the MCP operation, or None for traffic that is not MCP.
     pub fn decide(&self, req: &Request<'_>, op: Option<&McpOp<'_>>) -> Decision<'_> {
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
+        // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
+        let act = Activation::new(
+            req.method,
+            req.path,
+            req.authority,
+            req.headers,
+            req.principal,
+            req.time,
+            op.and_then(mcp_method_name),
+            op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
+            op.and_then(|o| o.arguments),
+        );
+        let mut cel_error = None;
+        let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };
         let gateway = match self.targets.first() {
-            Some(t) => evaluate(t, req, principal, op),
+            Some(t) => evaluate(t, principal, &mut ctx),
             None => LevelOutcome::NoPolicy,
         };
         let backend = match req.backend.and_then(|id| self.targets.get(1 + id as usize)) {
-            Some(t) => evaluate(t, req, principal, op),
+            Some(t) => evaluate(t, principal, &mut ctx),
             None => LevelOutcome::NotApplicable,
         };
-        Decision { allowed: gateway.allows() && backend.allows(), gateway, backend }
+        Decision { allowed: gateway.allows() && backend.allows(), gateway, backend, cel_error }
     }
 }
 
-fn evaluate<'e>(
-    target: &'e CompiledTarget,
-    req: &Request<'_>,
-    principal: Option<u32>,
-    op: Option<&McpOp<'_>>,
-) -> LevelOutcome<'e> {
+/// `request.mcp.method`: the JSON-RPC method of a request or notification; not the GET stream, session DELETE
+/// or a client's JSON-RPC response, which have none.
+fn mcp_method_name<'a>(op: &McpOp<'a>) -> Option<&'a str> {
+    (!matches!(op.name, "response" | "GET" | "DELETE")).then_some(op.name)
+}
+
+/// Everything a rule looks at, plus where to note the first CEL failure.
+struct RuleCtx<'r, 'e> {
+    req: &'r Request<'r>,
+    op: Option<&'r McpOp<'r>>,
+    act: &'r Activation<'r>,
+    cel_error: &'r mut Option<CelFailure<'e>>,
+}
+
+fn evaluate<'e>(target: &'e CompiledTarget, principal: Option<u32>, ctx: &mut RuleCtx<'_, 'e>) -> LevelOutcome<'e> {
     if target.policies.is_empty() {
         return LevelOutcome::NoPolicy;
     }
@@ -355,7 +406,7 @@ fn evaluate<'e>(
             return LevelOutcome::Matched { policy: &policy.name, rule: "*" };
         }
         let Some(rule) = policy.rules.get(next.rule as usize) else { continue };
-        if rule_matches(rule, req, op) {
+        if rule_matches(rule, ctx.req, ctx.op) && cel_allows(rule, &policy.name, ctx) {
             return LevelOutcome::Matched { policy: &policy.name, rule: &rule.name };
         }
     }
@@ -372,6 +423,18 @@ fn rule_matches(rule: &CompiledRule, req: &Request<'_>, op: Option<&McpOp<'_>>) 
         // MCP conditions can only be met by MCP traffic.
         (Some(_), None) => false,
         (Some(mcp), Some(op)) => mcp_grants(mcp, op),
+    }
+}
+
+/// The rule's CEL condition, evaluated last (after the cheap checks): true only for `Ok(true)`.
+fn cel_allows<'e>(rule: &'e CompiledRule, policy: &'e str, ctx: &mut RuleCtx<'_, 'e>) -> bool {
+    let Some(program) = &rule.cel else { return true };
+    match cel::evaluate(program, ctx.act) {
+        Ok(b) => b,
+        Err(error) => {
+            ctx.cel_error.get_or_insert(CelFailure { policy, rule: &rule.name, error });
+            false
+        }
     }
 }
 
@@ -557,7 +620,11 @@ fn compile_policy(
         }
         let http = rule.http.as_ref().map(|h| compile_http(h, &format!("{rat}.http"))).transpose()?;
         let mcp = rule.mcp.as_ref().map(compile_mcp);
-        rules.push(CompiledRule { name: rule.name.clone(), http, mcp });
+        let cel = match &rule.cel {
+            Some(expr) => Some(Program::new(expr.clone()).map_err(|e| config_error(format!("{rat}.cel"), e))?),
+            None => None,
+        };
+        rules.push(CompiledRule { name: rule.name.clone(), http, mcp, cel });
     }
     Ok(CompiledPolicy { name: policy.name.clone(), rules })
 }

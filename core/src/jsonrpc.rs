@@ -22,6 +22,16 @@ pub struct Message<'a> {
     pub target: Option<Cow<'a, str>>,
     /// `params.protocolVersion` of `initialize`.
     pub protocol_version: Option<Cow<'a, str>>,
+    /// `params.arguments` as raw JSON text, only when parsed with [`Options::capture_arguments`] (CEL rules
+    /// that read `request.mcp.arguments`). Borrowed from the body: capturing allocates nothing.
+    pub arguments: Option<&'a str>,
+}
+
+/// What the parser keeps beyond what every decision needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Keep `params.arguments` (raw) for CEL rules; costs one extra strict pass over the arguments.
+    pub capture_arguments: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +95,11 @@ impl fmt::Display for ParseError {
 
 /// Parse one JSON-RPC message from a complete request body.
 pub fn parse(body: &[u8]) -> Result<Message<'_>, ParseError> {
+    parse_with(body, Options::default())
+}
+
+/// [`parse`], keeping what `options` asks for.
+pub fn parse_with(body: &[u8], options: Options) -> Result<Message<'_>, ParseError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => return Err(ParseError::Batch),
@@ -98,7 +113,7 @@ pub fn parse(body: &[u8]) -> Result<Message<'_>, ParseError> {
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut state = Envelope::default();
+    let mut state = Envelope { capture_arguments: options.capture_arguments, ..Envelope::default() };
     let outcome = (&mut de).deserialize_map(EnvelopeVisitor { state: &mut state }).and_then(|()| de.end());
     if let Err(e) = outcome {
         // Our own checks travel as custom serde errors; recover them intact.
@@ -137,6 +152,7 @@ struct Envelope<'a> {
     has_result_or_error: bool,
     params: Params<'a>,
     refusal: Option<ParseError>,
+    capture_arguments: bool,
 }
 
 #[derive(Default)]
@@ -145,6 +161,7 @@ struct Params<'a> {
     uri: Option<StrOrOther<'a>>,
     protocol_version: Option<StrOrOther<'a>>,
     ref_target: Option<Cow<'a, str>>,
+    arguments: Option<&'a str>,
 }
 
 impl<'a> Envelope<'a> {
@@ -183,7 +200,7 @@ impl<'a> Envelope<'a> {
             }
             _ => None,
         };
-        Ok(Message { kind, id: self.id, method, target, protocol_version })
+        Ok(Message { kind, id: self.id, method, target, protocol_version, arguments: params.arguments })
     }
 }
 
@@ -411,7 +428,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor<'_, 'de> {
                 "params" => {
                     st.has_params = true;
                     let mut params = Params::default();
-                    let outcome = map.next_value_seed(ParamsSeed { params: &mut params, refusal: &mut st.refusal });
+                    let seed = ParamsSeed { params: &mut params, refusal: &mut st.refusal, capture_arguments: st.capture_arguments };
+                    let outcome = map.next_value_seed(seed);
                     outcome?;
                     st.params = params;
                 }
@@ -441,6 +459,7 @@ fn is_string_or_integer(raw: &str) -> bool {
 struct ParamsSeed<'s, 'a> {
     params: &'s mut Params<'a>,
     refusal: &'s mut Option<ParseError>,
+    capture_arguments: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ParamsSeed<'_, 'de> {
@@ -497,6 +516,16 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
                 "ref" => {
                     let seed = RefSeed { target: &mut self.params.ref_target, refusal: self.refusal };
                     map.next_value_seed(seed)?;
+                }
+                "arguments" if self.capture_arguments => {
+                    // Kept raw (borrowed), then walked once more with the same strict rules as any other value:
+                    // a CEL rule must never read an object the strict pass did not see.
+                    let raw: &'de serde_json::value::RawValue = map.next_value()?;
+                    let mut inner = serde_json::Deserializer::from_str(raw.get());
+                    if let Err(e) = StrictValue.deserialize(&mut inner) {
+                        return Err(refuse(self.refusal, classify_serde_error(&e)));
+                    }
+                    self.params.arguments = Some(raw.get());
                 }
                 _ => map.next_value_seed(StrictValue)?,
             }

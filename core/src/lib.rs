@@ -3,6 +3,7 @@
 //! all of it runs under plain `cargo test` and, with `wasm-bindgen-test`, on the 32-bit Wasm target it ships on.
 
 pub mod audit;
+pub mod cel;
 pub mod config;
 pub mod engine;
 pub mod identity;

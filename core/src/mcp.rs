@@ -25,6 +25,8 @@ pub struct McpOp<'a> {
     pub method: Option<McpMethod>,
     /// Tool/prompt name or resource URI for targeted methods.
     pub target: Option<&'a str>,
+    /// `params.arguments`, raw JSON, when the parser was asked to keep it (CEL rules that read arguments).
+    pub arguments: Option<&'a str>,
 }
 
 impl<'a> McpOp<'a> {
@@ -32,17 +34,24 @@ impl<'a> McpOp<'a> {
     pub fn from_message(msg: &'a Message<'a>) -> McpOp<'a> {
         if msg.kind == MessageKind::Response {
             // A client's answer to a server request: part of the session's plumbing.
-            return McpOp { name: "response", base: true, method: None, target: None };
+            return McpOp { name: "response", base: true, method: None, target: None, arguments: None };
         }
         let name = msg.method.as_ref();
-        McpOp { name, base: is_base_method(name), method: McpMethod::from_name(name), target: msg.target.as_deref() }
+        McpOp {
+            name,
+            base: is_base_method(name),
+            method: McpMethod::from_name(name),
+            target: msg.target.as_deref(),
+            arguments: msg.arguments,
+        }
     }
 
     /// GET on the MCP path: the server-to-client SSE stream (pre-2026-07-28).
-    pub const STREAM: McpOp<'static> = McpOp { name: "GET", base: true, method: None, target: None };
+    pub const STREAM: McpOp<'static> = McpOp { name: "GET", base: true, method: None, target: None, arguments: None };
 
     /// DELETE with `Mcp-Session-Id`: the client ends its session.
-    pub const SESSION_END: McpOp<'static> = McpOp { name: "DELETE", base: true, method: None, target: None };
+    pub const SESSION_END: McpOp<'static> =
+        McpOp { name: "DELETE", base: true, method: None, target: None, arguments: None };
 }
 
 /// KAN's base-protocol methods, plus `server/discover` (2026-07-28's replacement for `initialize`).

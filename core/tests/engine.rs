@@ -36,11 +36,11 @@ fn tools_for(principal: u32, tools: &[&str], base: bool) -> serde_json::Value {
 }
 
 fn request<'a>(principal: Option<&'a str>, backend: Option<u32>) -> Request<'a> {
-    Request { method: "POST", path: "/mcp", authority: "mcp.tools", destination_port: Some(443), headers: &[], principal, backend }
+    Request { method: "POST", path: "/mcp", authority: "mcp.tools", destination_port: Some(443), headers: &[], principal, backend, time: None }
 }
 
 fn call(tool: &str) -> McpOp<'_> {
-    McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(tool) }
+    McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(tool), arguments: None }
 }
 
 fn op(body: &str) -> (String, bool) {
@@ -76,8 +76,8 @@ fn allow_policy_grants_named_tools_to_named_callers_only() {
 
 #[test]
 fn base_protocol_option_skip_denies_initialize_match_allows_it() {
-    let init = McpOp { name: "initialize", base: true, method: None, target: None };
-    let list = McpOp { name: "tools/list", base: true, method: Some(McpMethod::ToolsList), target: None };
+    let init = McpOp { name: "initialize", base: true, method: None, target: None, arguments: None };
+    let list = McpOp { name: "tools/list", base: true, method: Some(McpMethod::ToolsList), target: None, arguments: None };
     let skip = engine(config(json!([]), json!([{"name": "p/skip", "rules": [tools_for(0, &["get-sum"], false)]}])));
     assert!(!skip.decide(&request(Some(ALICE), Some(0)), Some(&init)).allowed);
     assert!(!skip.decide(&request(Some(ALICE), Some(0)), Some(&list)).allowed);
@@ -108,7 +108,7 @@ fn base_protocol_option_skip_denies_initialize_match_allows_it() {
 fn tools_list_is_granted_by_the_method_list_even_when_skipping_base_methods() {
     let rules = json!([{"name": "r", "principals": [0], "mcp": {"methods": [{"method": "tools/list"}]}}]);
     let e = engine(config(json!([]), json!([{"name": "p/list", "rules": rules}])));
-    let list = McpOp { name: "tools/list", base: true, method: Some(McpMethod::ToolsList), target: None };
+    let list = McpOp { name: "tools/list", base: true, method: Some(McpMethod::ToolsList), target: None, arguments: None };
     assert!(e.decide(&request(Some(ALICE), Some(0)), Some(&list)).allowed);
     assert!(!e.decide(&request(Some(ALICE), Some(0)), Some(&call("echo"))).allowed);
 }
@@ -116,12 +116,12 @@ fn tools_list_is_granted_by_the_method_list_even_when_skipping_base_methods() {
 #[test]
 fn omitted_methods_grant_every_functional_method_but_an_empty_list_grants_none() {
     let all = engine(config(json!([]), json!([{"name": "p/all", "rules": [{"name": "r", "principals": [0], "mcp": {}}]}])));
-    let tasks = McpOp { name: "tasks/get", base: false, method: None, target: None };
-    let read = McpOp { name: "resources/read", base: false, method: Some(McpMethod::ResourcesRead), target: Some("file:///x") };
+    let tasks = McpOp { name: "tasks/get", base: false, method: None, target: None, arguments: None };
+    let read = McpOp { name: "resources/read", base: false, method: Some(McpMethod::ResourcesRead), target: Some("file:///x"), arguments: None };
     for o in [call("x"), tasks, read] {
         assert!(all.decide(&request(Some(ALICE), Some(0)), Some(&o)).allowed, "{}", o.name);
     }
-    let init = McpOp { name: "initialize", base: true, method: None, target: None };
+    let init = McpOp { name: "initialize", base: true, method: None, target: None, arguments: None };
     assert!(!all.decide(&request(Some(ALICE), Some(0)), Some(&init)).allowed);
 
     let none = engine(config(json!([]), json!([{"name": "p/none", "rules": [{"name": "r", "principals": [0], "mcp": {"baseProtocol": true, "methods": []}}]}])));
@@ -134,7 +134,7 @@ fn omitted_methods_grant_every_functional_method_but_an_empty_list_grants_none()
 fn resources_are_matched_by_uri() {
     let rules = json!([{"name": "r", "principals": [0], "mcp": {"methods": [{"method": "resources/read", "names": ["file:///docs/readme.md"]}]}}]);
     let e = engine(config(json!([]), json!([{"name": "p/res", "rules": rules}])));
-    let read = |uri| McpOp { name: "resources/read", base: false, method: Some(McpMethod::ResourcesRead), target: Some(uri) };
+    let read = |uri| McpOp { name: "resources/read", base: false, method: Some(McpMethod::ResourcesRead), target: Some(uri), arguments: None };
     assert!(e.decide(&request(Some(ALICE), Some(0)), Some(&read("file:///docs/readme.md"))).allowed);
     assert!(!e.decide(&request(Some(ALICE), Some(0)), Some(&read("file:///secret/keys.txt"))).allowed);
 }
@@ -188,7 +188,7 @@ fn gateway_and_backend_levels_are_anded() {
     let sum = e.decide(&request(Some(ALICE), Some(0)), Some(&call("get-sum")));
     assert!(!sum.allowed);
     assert_eq!(sum.deciding(), ("gateway", LevelOutcome::DefaultDeny));
-    let init = McpOp { name: "initialize", base: true, method: None, target: None };
+    let init = McpOp { name: "initialize", base: true, method: None, target: None, arguments: None };
     assert!(e.decide(&request(Some(ALICE), Some(0)), Some(&init)).allowed);
     // Without a backend only the gateway level applies.
     assert!(e.decide(&request(Some(ALICE), None), Some(&call("echo"))).allowed);
@@ -207,7 +207,7 @@ fn http_conditions_all_must_hold() {
     let e = engine(config(json!([]), json!([{"name": "p/http", "rules": [rule]}])));
     let headers = vec![("x-team".to_owned(), "blue".to_owned()), ("x-trace".to_owned(), "beef".to_owned())];
     assert_eq!(e.header_names(), ["x-team", "x-trace"]);
-    let base = Request { method: "POST", path: "/mcp?x=1", authority: "a.example.com:443", destination_port: Some(443), headers: &headers, principal: Some(ALICE), backend: Some(0) };
+    let base = Request { method: "POST", path: "/mcp?x=1", authority: "a.example.com:443", destination_port: Some(443), headers: &headers, principal: Some(ALICE), backend: Some(0), time: None };
     assert!(e.decide(&base, None).allowed);
     assert!(e.decide(&Request { path: "/v2/mcp", ..base }, None).allowed);
     assert!(e.decide(&Request { authority: "MCP.TOOLS", ..base }, None).allowed);

@@ -51,6 +51,7 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
@@ -140,6 +141,18 @@ pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) -> Resu
         Ok(())
     } else {
         Err(HostError(rc))
+    }
+}
+
+/// The host's wall clock, nanoseconds since the Unix epoch (CEL `request.time`).
+pub fn current_time_nanos() -> Result<u64, HostError> {
+    let mut nanos = 0u64;
+    // SAFETY: a plain out-parameter that lives for the call.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+    if status == STATUS_OK {
+        Ok(nanos)
+    } else {
+        Err(HostError(status))
     }
 }
 

@@ -8,6 +8,7 @@
 use crate::host;
 use crate::metrics::Metrics;
 use grantwall_core::audit::AuditRecord;
+use grantwall_core::cel::Timestamp;
 use grantwall_core::engine::{BackendId, Engine, Request};
 use grantwall_core::identity::{self, Identity};
 use grantwall_core::jsonrpc::{self, ParseError};
@@ -162,7 +163,8 @@ impl GrantwallHttp {
         let body = host::request_body(size)
             .map_err(|_| refusal(500, -32603, "internal-error", "request body unavailable"))?
             .unwrap_or_default();
-        let message = jsonrpc::parse(&body).map_err(|e| parse_refusal(&e))?;
+        let options = jsonrpc::Options { capture_arguments: self.engine.needs_arguments() };
+        let message = jsonrpc::parse_with(&body, options).map_err(|e| parse_refusal(&e))?;
         let routing = RoutingHeaders {
             protocol_version: captured.protocol_version.as_deref(),
             mcp_method: captured.mcp_method.as_deref(),
@@ -188,9 +190,13 @@ impl GrantwallHttp {
             headers: &captured.headers,
             principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
             backend: captured.backend,
+            time: now(),
         };
         let decision = self.engine.decide(&request, op);
-        let record = self.base_record(captured, op.map(|o| o.name), op.and_then(|o| o.target)).with_decision(&decision);
+        let cel_detail = decision.cel_detail();
+        let mut record =
+            self.base_record(captured, op.map(|o| o.name), op.and_then(|o| o.target)).with_decision(&decision);
+        record.detail = cel_detail.as_deref();
         self.emit(&record);
         if decision.allowed {
             return Action::Continue;
@@ -321,6 +327,14 @@ impl GrantwallHttp {
         }
         self.on_complete_body(captured, size)
     }
+}
+
+/// The host clock as a CEL timestamp; None (so `request.time` is absent and CEL rules reading it do not match)
+/// if the host cannot say.
+fn now() -> Option<Timestamp> {
+    let nanos = host::current_time_nanos().ok()?;
+    let seconds = i64::try_from(nanos / 1_000_000_000).ok()?;
+    Some(Timestamp { seconds, nanos: (nanos % 1_000_000_000) as u32 })
 }
 
 fn refusal(status: u32, code: i32, reason: &'static str, message: &str) -> Refusal {

@@ -161,6 +161,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                     .map(|i| vec![*i]),
                 http: r.http.clone(),
                 mcp: r.mcp.clone(),
+                cel: r.cel.clone(),
             })
             .collect(),
     };

@@ -90,6 +90,17 @@ pub struct AuthorizationV1 {
     pub ports: Vec<u16>,
     #[serde(default)]
     pub mcp: Option<McpAuthorizationV1>,
+    #[serde(default)]
+    pub cel: Option<CelRule>,
+}
+
+/// `authorization.cel` (v1alpha1: `expression`; v0alpha0 adds `message`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CelRule {
+    pub expression: String,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +165,8 @@ pub struct AuthorizationV0 {
     pub kind: String,
     #[serde(default)]
     pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub cel: Option<CelRule>,
 }
 
 /// Reads `value.spec` as `T`; after validation this only fails on a bug, reported as such.

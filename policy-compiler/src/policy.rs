@@ -8,6 +8,7 @@ use crate::kan_types::{
     TargetRef,
 };
 use crate::timestamp::{self, Instant};
+use grantwall_core::cel::Expr;
 use grantwall_core::config::{
     HeaderMatch, HttpMatch, MatchKind, McpMatch, McpMethod, MethodGrant, PathMatch,
 };
@@ -16,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const GROUP: &str = "agentic.networking.x-k8s.io";
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-pub const CEL_UNSUPPORTED: &str = "CEL rules are not supported yet (Grantwall issue #4)";
 pub const EXTAUTH_UNSUPPORTED: &str =
     "ExternalAuth policies are not supported yet (Grantwall issue #9)";
 
@@ -45,6 +45,8 @@ pub struct RuleIr {
     pub principal: Option<String>,
     pub http: Option<HttpMatch>,
     pub mcp: Option<McpMatch>,
+    /// Compiled `authorization.cel.expression`.
+    pub cel: Option<Expr>,
 }
 
 pub struct Context<'a> {
@@ -76,15 +78,16 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                     &loc,
                     diags,
                 );
-                let mcp = r
-                    .authorization
-                    .as_ref()
-                    .and_then(|a| mcp_v0(a, &p.field("authorization"), &loc, diags));
+                let (mcp, cel) = match &r.authorization {
+                    Some(a) => authorization_v0(a, &p.field("authorization"), &loc, diags),
+                    None => (None, None),
+                };
                 RuleIr {
                     name: r.name.clone(),
                     principal,
                     http: None,
                     mcp,
+                    cel,
                 }
             })
             .collect();
@@ -130,15 +133,16 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                     &loc,
                     diags,
                 );
-                let (http, mcp) = match &r.authorization {
+                let (http, mcp, cel) = match &r.authorization {
                     Some(a) => authorization_v1(a, &p.field("authorization"), &loc, diags),
-                    None => (None, None),
+                    None => (None, None, None),
                 };
                 RuleIr {
                     name: r.name.clone(),
                     principal,
                     http,
                     mcp,
+                    cel,
                 }
             })
             .collect();
@@ -329,11 +333,50 @@ fn authorization_v1(
     path: &FieldPath,
     loc: &Loc,
     diags: &mut Diags,
-) -> (Option<HttpMatch>, Option<McpMatch>) {
-    if a.kind == "CEL" {
-        diags.error(loc, path.field("type").as_str(), CEL_UNSUPPORTED);
-        return (None, None);
+) -> (Option<HttpMatch>, Option<McpMatch>, Option<Expr>) {
+    let (http, mcp) = inline_v1(a, path, loc, diags);
+    if a.kind != "CEL" {
+        return (http, mcp, None);
     }
+    let Some(rule) = &a.cel else {
+        // The CRD rule `self.type == 'CEL' ? has(self.cel) : true` has already reported this.
+        return (http, mcp, None);
+    };
+    let cel = compile_cel(&rule.expression, &path.field("cel").field("expression"), loc, diags);
+    // KAN evaluates a CEL rule on tools/call only; an explicit `mcp` block (a Grantwall extension) says
+    // which MCP requests the expression is evaluated on instead.
+    (http, Some(mcp.unwrap_or_else(cel_scope)), cel)
+}
+
+/// What a KAN CEL rule applies to: `tools/call` (any tool; the expression decides), as KAN's reference
+/// implementation does (RBAC permission `tools/call` plus the CEL condition).
+fn cel_scope() -> McpMatch {
+    McpMatch {
+        base_protocol: false,
+        methods: Some(vec![MethodGrant {
+            method: McpMethod::ToolsCall,
+            names: None,
+        }]),
+    }
+}
+
+fn compile_cel(source: &str, path: &FieldPath, loc: &Loc, diags: &mut Diags) -> Option<Expr> {
+    match crate::cel::compile(source) {
+        Ok(expr) => Some(expr),
+        Err(e) => {
+            diags.error(loc, path.as_str(), e.to_string());
+            None
+        }
+    }
+}
+
+/// The Inline conditions of a v1alpha1 authorization (also enforced alongside a CEL expression).
+fn inline_v1(
+    a: &AuthorizationV1,
+    path: &FieldPath,
+    loc: &Loc,
+    diags: &mut Diags,
+) -> (Option<HttpMatch>, Option<McpMatch>) {
     let mut http = HttpMatch {
         methods: a.methods.clone(),
         hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -470,6 +513,29 @@ fn merge_grant(
     }
 }
 
+/// v0alpha0 `authorization`: its MCP conditions and, for `type: CEL`, the compiled expression.
+fn authorization_v0(
+    a: &AuthorizationV0,
+    path: &FieldPath,
+    loc: &Loc,
+    diags: &mut Diags,
+) -> (Option<McpMatch>, Option<Expr>) {
+    if a.kind != "CEL" {
+        return (mcp_v0(a, path, loc, diags), None);
+    }
+    let Some(rule) = &a.cel else {
+        return (None, None);
+    };
+    if rule.message.is_some() {
+        diags.warn(format!(
+            "{loc}: {}: ignored: denials carry KAN's standard message (\"Access to this tool is forbidden.\") and the audit record says which rule failed",
+            path.field("cel").field("message")
+        ));
+    }
+    let cel = compile_cel(&rule.expression, &path.field("cel").field("expression"), loc, diags);
+    (Some(cel_scope()), cel)
+}
+
 /// v0alpha0 predates the base-protocol option; its implementation let every session initialise and list, so
 /// an InlineTools rule grants the base protocol plus `tools/call` of exactly the listed tools.
 fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &Loc, diags: &mut Diags) -> Option<McpMatch> {
@@ -488,10 +554,6 @@ fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &Loc, diags: &mut Diags) -
                 base_protocol: true,
                 methods: Some(methods),
             })
-        }
-        "CEL" => {
-            diags.error(loc, path.field("type").as_str(), CEL_UNSUPPORTED);
-            None
         }
         "ExternalAuth" => {
             diags.error(loc, path.field("type").as_str(), EXTAUTH_UNSUPPORTED);

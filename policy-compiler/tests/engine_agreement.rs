@@ -15,6 +15,7 @@ fn call(tool: &str) -> McpOp<'_> {
         base: false,
         method: Some(McpMethod::ToolsCall),
         target: Some(tool),
+        arguments: None,
     }
 }
 
@@ -23,6 +24,7 @@ const INITIALIZE: McpOp<'static> = McpOp {
     base: true,
     method: None,
     target: None,
+    arguments: None,
 };
 
 #[test]
@@ -66,6 +68,7 @@ fn quickstart_output_loads_and_decides_as_kan_says() {
         headers: &[],
         principal,
         backend: Some(local.backend),
+        time: None,
     };
     assert!(
         engine

@@ -104,8 +104,9 @@ fn valid_expectation(name: &str) -> Option<&'static str> {
         "accesspolicy.yaml" => Some(
             "valid/accesspolicy.yaml doc 1 XAccessPolicy default/valid-policy: spec.action: ExternalAuth policies are not supported yet (Grantwall issue #9)",
         ),
+        // Compiles; alone it lacks its XBackend (see cel_example_compiles_with_its_backend).
         "cel-policy.yaml" => Some(
-            "valid/cel-policy.yaml doc 1 XAccessPolicy default/cel-policy: spec.rules[0].authorization.type: CEL rules are not supported yet (Grantwall issue #4)",
+            "valid/cel-policy.yaml doc 1 XAccessPolicy default/cel-policy: spec.targetRefs[0]: XBackend default/my-backend is not in the input: add the file that defines it (-f), or fix targetRefs name \"my-backend\" (XBackends are looked up in the policy's namespace \"default\")",
         ),
         "accesspolicy_v1alpha1.yaml" | "backend.yaml" => None,
         other => panic!("new upstream valid example {other}: add its expectation"),
@@ -132,6 +133,23 @@ fn valid_examples_compile_or_fail_with_not_supported_yet() {
             }
             assert!(out.stdout.is_empty());
         }
+    }
+}
+
+#[test]
+fn cel_example_compiles_with_its_backend() {
+    let backend = "apiVersion: agentic.networking.x-k8s.io/v0alpha0\nkind: XBackend\nmetadata: {name: my-backend, namespace: default}\nspec: {mcp: {serviceName: my-backend, port: 80}}\n";
+    for dir in example_dirs() {
+        let out = grantwall(&dir, &["compile", "-f", "valid/cel-policy.yaml", "-f", "-"], Some(backend));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let config: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let rule = &config["backends"][0]["policies"][0]["rules"][0];
+        // KAN: a CEL rule grants tools/call when the expression holds.
+        assert_eq!(rule["mcp"], serde_json::json!({"baseProtocol": false, "methods": [{"method": "tools/call"}]}));
+        assert_eq!(
+            rule["cel"],
+            serde_json::json!({"call": ["startsWith", [{"var": "request.mcp.tool_name"}, {"string": "verify_"}]]})
+        );
     }
 }
 
