@@ -179,6 +179,7 @@ fn matches_nothing() -> RuleIr {
         http: None,
         // MCP conditions that grant no method: non-MCP traffic cannot meet them, MCP traffic is not granted.
         mcp: Some(McpMatch { base_protocol: false, methods: Some(Vec::new()) }),
+        cel: None,
     }
 }
 
@@ -490,6 +491,13 @@ fn mcp_v1(m: &McpAuthorizationV1, path: &FieldPath, loc: &Loc, diags: &mut Diags
             })
             .collect()
     });
+    // KAN's reference implementation grants only the base protocol for MATCH_BASE_PROTOCOL_METHODS without
+    // `methods` (its e2e "allow-base-mcp" rules rely on it: the tools stay denied). Without MATCH, omitted
+    // `methods` keeps the CRD's meaning: every functional method.
+    let methods = match methods {
+        None if base_protocol => Some(Vec::new()),
+        other => other,
+    };
     McpMatch {
         base_protocol,
         methods,

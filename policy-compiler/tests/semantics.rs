@@ -983,12 +983,14 @@ spec:
         headers: &[],
         principal: None,
         backend: Some(0),
+        time: None,
     };
     let call = grantwall_core::mcp::McpOp {
         name: "tools/call",
         base: false,
         method: Some(grantwall_core::config::McpMethod::ToolsCall),
         target: Some("x"),
+        arguments: None,
     };
     let omitted = compile_ok(&policy(""));
     assert!(engine(&omitted).decide(&request, Some(&call)).allowed);
@@ -996,4 +998,34 @@ spec:
     let e = engine(&explicit);
     assert!(!e.decide(&request, Some(&call)).allowed);
     assert!(!e.decide(&request, None).allowed);
+}
+
+#[test]
+fn match_base_protocol_without_methods_grants_only_the_base_protocol() {
+    // KAN's reference implementation (and its e2e "allow-base-mcp" rules, which sit next to tool rules that
+    // must still deny) read MATCH_BASE_PROTOCOL_METHODS without `methods` as "the base protocol only".
+    let c = compile_ok(&with_backend(&policy_on_b(
+        "  rules:
+  - name: base
+    authorization: {type: Inline, mcp: {mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS}}
+  - name: skip
+    authorization: {type: Inline, mcp: {}}
+",
+    )));
+    let rules = &c.backends[0].policies[0].rules;
+    assert_eq!(
+        rules[0].mcp,
+        Some(McpMatch {
+            base_protocol: true,
+            methods: Some(vec![])
+        })
+    );
+    // Without MATCH, omitted methods keep the CRD's meaning: every functional method.
+    assert_eq!(
+        rules[1].mcp,
+        Some(McpMatch {
+            base_protocol: false,
+            methods: None
+        })
+    );
 }
