@@ -160,6 +160,7 @@ impl Checker {
                 }
             }
             Kind::Binary(op, l, r) => self.binary(n, op, l, r),
+            Kind::Logic(op, items) => self.logic(n, op, items),
             Kind::Cond(c, a, b) => {
                 let (ce, ct) = self.lower(c)?;
                 if !ct.is(&Ty::Bool) {
@@ -217,22 +218,26 @@ impl Checker {
         Err(at(n, format!("unknown variable {}; variables are: {}", names.join("."), variables())))
     }
 
-    fn binary(&mut self, n: &Node, op: &str, l: &Node, r: &Node) -> Lowered {
-        if op == "&&" || op == "||" {
-            // Flatten `a && b && c` into one n-ary node.
-            let mut items = Vec::new();
-            for side in [l, r] {
-                let (e, t) = self.lower(side)?;
-                if !t.is(&Ty::Bool) {
-                    return Err(at(side, format!("operands of '{op}' must be bools, not a {}", t.name())));
-                }
-                match (op, e) {
-                    ("&&", Expr::And(inner)) | ("||", Expr::Or(inner)) => items.extend(inner),
-                    (_, e) => items.push(e),
-                }
-            }
-            return Ok((if op == "&&" { Expr::And(items) } else { Expr::Or(items) }, Ty::Bool));
+    fn logic(&mut self, n: &Node, op: &str, operands: &[Node]) -> Lowered {
+        if operands.len() > LIMITS.nodes {
+            return Err(at(n, format!("more than {} operands of '{op}'", LIMITS.nodes)));
         }
+        let mut items = Vec::with_capacity(operands.len());
+        for side in operands {
+            let (e, t) = self.lower(side)?;
+            if !t.is(&Ty::Bool) {
+                return Err(at(side, format!("operands of '{op}' must be bools, not a {}", t.name())));
+            }
+            // `(a && b) && c` is one n-ary node too.
+            match (op, e) {
+                ("&&", Expr::And(inner)) | ("||", Expr::Or(inner)) => items.extend(inner),
+                (_, e) => items.push(e),
+            }
+        }
+        Ok((if op == "&&" { Expr::And(items) } else { Expr::Or(items) }, Ty::Bool))
+    }
+
+    fn binary(&mut self, n: &Node, op: &str, l: &Node, r: &Node) -> Lowered {
         if op == "in" && self.var_chain(r).is_some_and(|c| c.join(".") == HEADERS) {
             return match &l.kind {
                 Kind::Str(name) => Ok((Expr::HasHeader(header_name(l, name)?), Ty::Bool)),

@@ -33,6 +33,8 @@ pub enum Kind {
     MapOrMessage,
     Unary(&'static str, Box<Node>),
     Binary(&'static str, Box<Node>, Box<Node>),
+    /// `a && b && …` or `a || b || …`, kept flat so long chains cost no depth.
+    Logic(&'static str, Vec<Node>),
     Cond(Box<Node>, Box<Node>, Box<Node>),
 }
 
@@ -126,6 +128,19 @@ impl<'t> Parser<'t> {
             [&["||"], &["&&"], &["==", "!=", "<", "<=", ">", ">=", "in"], &["+", "-"], &["*", "/", "%"]];
         let Some(ops) = LEVELS.get(level) else { return self.unary() };
         let mut left = self.binary(level + 1)?;
+        if level < 2 {
+            // `&&` / `||`: one flat node for the whole chain.
+            let Some(op) = ops.first().copied() else { return Ok(left) };
+            if !self.is(op) {
+                return Ok(left);
+            }
+            let at = self.peek();
+            let mut items = vec![left];
+            while self.eat(op) {
+                items.push(self.binary(level + 1)?);
+            }
+            return Ok(Self::node(at, Kind::Logic(op, items)));
+        }
         let mut chain = 0usize;
         loop {
             let t = self.peek();
@@ -135,11 +150,9 @@ impl<'t> Parser<'t> {
                 _ => break,
             };
             self.pos += 1;
-            // Left-deep chains (`a + b + c …`) nest one level per operator, except `&&`/`||` (flattened later).
-            if level >= 2 {
-                chain += 1;
-                self.enter(t)?;
-            }
+            // Left-deep chains (`a + b + c …`) nest one level per operator.
+            chain += 1;
+            self.enter(t)?;
             let right = self.binary(level + 1)?;
             left = Self::node(t, Kind::Binary(op, Box::new(left), Box::new(right)));
         }
