@@ -406,13 +406,29 @@ fn calendar_fields() {
 }
 
 #[test]
-fn ir_round_trips_through_json() {
-    let e = json!({"and": [
+fn every_node_kind_round_trips_through_json() {
+    // The filter decodes by hand (cel/decode.rs); the compiler writes with serde's derive: they must agree.
+    let x = json!({"var": "request.path"});
+    let n = json!({"int": 1});
+    let e = json!({"or": [
         {"eq": [{"var": "request.mcp.tool_name"}, {"string": "get-sum"}]},
-        {"lt": [{"select": [{"var": "request.mcp.arguments"}, "a"]}, {"int": 100}]},
+        {"lt": [{"select": [{"var": "request.mcp.arguments"}, "a"]}, {"int": -100}]},
         {"matches": [{"header": "x-team"}, "^blue$"]},
-        {"exists": [{"list": ["null", {"uint": 1}, {"double": 1.5}]}, {"eq": [{"local": 0}, "null"]}]}
+        {"exists": [{"list": ["null", {"uint": 18_446_744_073_709_551_615u64}, {"double": 1.5}, {"bool": false}]},
+                    {"eq": [{"local": 0}, "null"]}]},
+        {"all": [{"var": "jwt.claims"}, {"existsOne": [{"list": []}, {"hasHeader": "x"}]}]},
+        {"has": [{"var": "request.mcp.arguments"}, "path"]},
+        {"cond": [{"not": {"bool": true}}, {"bool": true}, {"bool": false}]},
+        {"ne": [{"neg": n}, {"index": [{"list": [n]}, {"int": 0}]}]},
+        {"le": [{"add": [n, n]}, {"sub": [n, n]}]},
+        {"gt": [{"mul": [n, n]}, {"div": [n, n]}]},
+        {"ge": [{"rem": [n, n]}, {"timestamp": {"seconds": -5, "nanos": 7}}]},
+        {"in": [x, {"list": [x]}]},
+        {"and": [{"call": ["startsWith", [x, {"string": "/"}]]}, {"call": ["getFullYear", [{"var": "request.time"}]]}]}
     ]});
     let parsed: Expr = serde_json::from_value(e.clone()).unwrap();
     assert_eq!(serde_json::to_value(&parsed).unwrap(), e);
+    for bad in [json!({"eq": [x]}), json!({"timestamp": {"seconds": 1, "zone": "UTC"}}), json!({"a": 1, "b": 2}), json!(1)] {
+        assert!(serde_json::from_value::<Expr>(bad.clone()).is_err(), "{bad}");
+    }
 }

@@ -75,3 +75,28 @@ fn cli_doc_explain_examples_are_real_output() {
         }
     }
 }
+
+#[test]
+fn cel_doc_lists_every_variable_function_and_limit() {
+    use grantwall_core::cel::{Func, Var, LIMITS};
+    let cel = doc("cel.md");
+    for v in Var::ALL {
+        assert!(cel.contains(&format!("`{}`", v.name())), "docs/cel.md lacks variable {}", v.name());
+    }
+    for f in Func::ALL {
+        assert!(cel.contains(f.name()), "docs/cel.md lacks function {}", f.name());
+    }
+    let limits = [
+        LIMITS.source_chars,
+        LIMITS.nodes,
+        LIMITS.depth,
+        LIMITS.string_bytes,
+        LIMITS.list_items,
+        LIMITS.pattern_bytes,
+        LIMITS.comprehensions,
+    ];
+    for n in limits {
+        assert!(cel.contains(&format!("| {n}")), "docs/cel.md lacks limit {n}");
+    }
+    assert!(cel.contains(&format!("{},{:03} steps", LIMITS.steps / 1000, LIMITS.steps % 1000)));
+}

@@ -182,10 +182,11 @@ pub struct Timestamp {
     pub nanos: u32,
 }
 
-/// One node of a compiled CEL expression.
+/// One node of a compiled CEL expression (see docs/cel.md).
+// Deserialised by hand (decode.rs), not derived: the derive costs ~30 KiB of Wasm.
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Expr {
     Null,
     Bool(bool),

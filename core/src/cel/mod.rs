@@ -6,6 +6,7 @@
 //! bounded by a step budget, and every error (missing key, wrong type, overflow, budget) makes the rule not
 //! match: an error never allows.
 
+mod decode;
 mod eval;
 mod ir;
 mod program;
