@@ -194,6 +194,8 @@ pub struct Engine {
     header_names: Vec<String>,
     /// Some CEL rule reads `request.mcp.arguments`: only then does the parser keep them.
     needs_arguments: bool,
+    /// Some CEL rule reads `request.time`: only then does the glue ask the host for the clock.
+    needs_time: bool,
 }
 
 impl Engine {
@@ -260,6 +262,7 @@ impl Engine {
         header_names.sort();
         header_names.dedup();
         let needs_arguments = rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments);
+        let needs_time = rules().filter_map(|r| r.cel.as_ref()).any(|p| p.expr().uses(cel::Var::RequestTime));
         Ok(Engine {
             settings: config.settings,
             principal_ids,
@@ -269,6 +272,7 @@ impl Engine {
             authorities: config.routes.authorities.into_iter().collect(),
             header_names,
             needs_arguments,
+            needs_time,
         })
     }
 
@@ -284,6 +288,11 @@ impl Engine {
     /// Whether the body parser must keep `params.arguments` (some CEL rule reads `request.mcp.arguments`).
     pub fn needs_arguments(&self) -> bool {
         self.needs_arguments
+    }
+
+    /// Whether decisions need the clock (some CEL rule reads `request.time`).
+    pub fn needs_time(&self) -> bool {
+        self.needs_time
     }
 
     pub fn gateway_name(&self) -> &str {

@@ -127,6 +127,7 @@ fn upstream_macros_expression() {
         {"matches": [{"var": "request.mcp.tool_name"}, "^get-[a-z]+$"]}
     ]}));
     assert_eq!(e.header_names(), ["mcp-protocol-version"]);
+    assert!(!e.needs_time() && !e.needs_arguments(), "no clock or argument capture unless a rule reads them");
     let v2025 = Req { headers: vec![("mcp-protocol-version".into(), "2025-06-18".into())], ..Req::default() };
     assert_eq!(decide(&e, &call("get-sum", json!({})), &v2025), (true, None));
     assert!(!decide(&e, &call("get-tiny-image", json!({})), &v2025).0, "'-' is not in [a-z]");

@@ -190,7 +190,7 @@ impl GrantwallHttp {
             headers: &captured.headers,
             principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
             backend: captured.backend,
-            time: now(),
+            time: if self.engine.needs_time() { now() } else { None },
         };
         let decision = self.engine.decide(&request, op);
         let cel_detail = decision.cel_detail();
