@@ -333,13 +333,14 @@ impl<'a> Evaluator<'a> {
                 }
                 true
             }
-            _ => match (elements(a), elements(b)) {
+            _ => match (list_len(a), list_len(b)) {
                 (Some(x), Some(y)) => {
-                    if x.len() != y.len() {
+                    if x != y {
                         return Ok(false);
                     }
-                    for (p, q) in x.iter().zip(y.iter()) {
-                        if !self.equals(p, q)? {
+                    for i in 0..x {
+                        let (Some(p), Some(q)) = (list_get(a, i), list_get(b, i)) else { return Ok(false) };
+                        if !self.equals(&p, &q)? {
                             return Ok(false);
                         }
                     }
@@ -358,9 +359,10 @@ impl<'a> Evaluator<'a> {
             },
             Val::EmptyMap => Ok(false),
             _ => {
-                let items = elements(hay).ok_or(EvalError::TypeMismatch("@in"))?;
-                for item in &items {
-                    if self.equals(needle, item)? {
+                let len = list_len(hay).ok_or(EvalError::TypeMismatch("@in"))?;
+                for i in 0..len {
+                    let Some(item) = list_get(hay, i) else { break };
+                    if self.equals(needle, &item)? {
                         return Ok(true);
                     }
                 }
@@ -371,13 +373,23 @@ impl<'a> Evaluator<'a> {
 
     fn comprehension(&mut self, range: &'a Expr, body: &'a Expr, kind: Loop) -> R<'a> {
         let range = self.eval(range)?;
-        let items: Vec<Val<'a>> = match &range {
-            Val::Json(Value::Object(m)) => m.keys().map(|k| Val::Str(Cow::Borrowed(k.as_str()))).collect(),
-            Val::EmptyMap => Vec::new(),
-            _ => elements(&range).ok_or(EvalError::TypeMismatch(kind.name()))?,
+        // Elements are produced one at a time: a huge argument list costs steps, not a copy of itself.
+        let mut keys = match &range {
+            Val::Json(Value::Object(m)) => Some(m.keys()),
+            _ => None,
+        };
+        let len = match &range {
+            Val::Json(Value::Object(m)) => m.len(),
+            Val::EmptyMap => 0,
+            _ => list_len(&range).ok_or(EvalError::TypeMismatch(kind.name()))?,
         };
         let (mut trues, mut falses, mut error) = (0usize, 0usize, None);
-        for item in items {
+        for i in 0..len {
+            let item = match keys.as_mut() {
+                Some(k) => k.next().map(|k| Val::Str(Cow::Borrowed(k.as_str()))),
+                None => list_get(&range, i),
+            };
+            let Some(item) = item else { break };
             self.step()?;
             self.locals.push(item);
             let outcome = self.eval(body);
@@ -451,11 +463,20 @@ fn from_json(v: &Value) -> Val<'_> {
     }
 }
 
-/// The elements of a list value (a literal list or a JSON array).
-fn elements<'a>(v: &Val<'a>) -> Option<Vec<Val<'a>>> {
+/// Length of a list value (a literal list or a JSON array); None for anything else.
+fn list_len(v: &Val<'_>) -> Option<usize> {
     match v {
-        Val::List(items) => Some(items.clone()),
-        Val::Json(Value::Array(items)) => Some(items.iter().map(from_json).collect()),
+        Val::List(items) => Some(items.len()),
+        Val::Json(Value::Array(items)) => Some(items.len()),
+        _ => None,
+    }
+}
+
+/// Element `i` of a list value, produced on demand (JSON elements are read in place).
+fn list_get<'a>(v: &Val<'a>, i: usize) -> Option<Val<'a>> {
+    match v {
+        Val::List(items) => items.get(i).cloned(),
+        Val::Json(Value::Array(items)) => items.get(i).map(from_json),
         _ => None,
     }
 }
