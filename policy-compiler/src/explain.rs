@@ -43,7 +43,7 @@ pub struct ExplainRequest {
     /// JSON-RPC method of the POST body.
     pub mcp: Option<String>,
     pub target: Option<TargetArg>,
-    /// `params.arguments`, raw JSON text, passed through the parser (no policy reads it yet: issue #4).
+    /// `params.arguments`, raw JSON text, passed through the parser; CEL rules read it as `request.mcp.arguments`.
     pub args: Option<String>,
 }
 
@@ -134,6 +134,8 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         headers: &captured_headers,
         principal,
         backend,
+        // The filter reads the proxy's clock only when a CEL rule needs `request.time`; so does explain.
+        time: if engine.needs_time() { now() } else { None },
     };
     let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
     let content_type = header("content-type").or(req.mcp.as_ref().map(|_| "application/json"));
@@ -157,7 +159,8 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
                 return refused("malformed-json", "empty request body (say which JSON-RPC message with --mcp METHOD)".into());
             };
             body = jsonrpc_body(rpc_method, req.target.as_ref(), req.args.as_deref())?;
-            message = match jsonrpc::parse(body.as_bytes()) {
+            let options = jsonrpc::Options { capture_arguments: engine.needs_arguments() };
+            message = match jsonrpc::parse_with(body.as_bytes(), options) {
                 Ok(m) => m,
                 Err(e) => return refused(e.reason(), e.to_string()),
             };
@@ -185,7 +188,15 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     };
 
     let decision = engine.decide(&request, op.as_ref());
-    let record = AuditRecord { mcp_method: op.map(|o| o.name), target: op.and_then(|o| o.target), ..base }.with_decision(&decision);
+    // As the filter: a denial a CEL rule contributed to says which rule failed to evaluate, and why.
+    let cel_detail = decision.cel_detail();
+    let record = AuditRecord {
+        mcp_method: op.map(|o| o.name),
+        target: op.and_then(|o| o.target),
+        detail: cel_detail.as_deref(),
+        ..base
+    }
+    .with_decision(&decision);
     let human = ctx.decided(&decision, &request, op.as_ref());
     Ok(Explanation { allowed: decision.allowed, record_json: record.to_json(), human })
 }
@@ -248,6 +259,8 @@ struct RuleCheck {
     source: bool,
     http: bool,
     mcp: bool,
+    /// Why the rule's CEL expression does not hold (false, or the evaluation error); None if it holds.
+    cel: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -290,7 +303,14 @@ impl Ctx<'_> {
     fn notes(&self) -> String {
         let mut out = String::new();
         if self.req.args.is_some() {
-            out.push_str("\n  note: --args went through the filter's parser; no policy reads tool arguments yet (argument constraints: issue #4)");
+            let uses = self.config.backends.iter().flat_map(|b| &b.policies).chain(&self.config.gateway.policies)
+                .flat_map(|p| &p.rules)
+                .any(|r| r.cel.as_ref().is_some_and(|c| c.uses(grantwall_core::cel::Var::McpArguments)));
+            out.push_str(if uses {
+                "\n  note: --args went through the filter's parser; CEL rules read them as request.mcp.arguments"
+            } else {
+                "\n  note: --args went through the filter's parser; no rule of this config reads tool arguments"
+            });
         }
         if self.principal.is_some() {
             out.push_str("\n  note: assumes the identity comes from a verified mTLS certificate (or a trusted x-forwarded-client-cert)");
@@ -410,6 +430,8 @@ impl Ctx<'_> {
                     "its HTTP conditions do not match this request".to_string()
                 } else if !c.mcp {
                     format!("grants {}; not {}", grant_text(rule), self.what(op))
+                } else if let Some(why) = c.cel {
+                    why
                 } else {
                     "matches".to_string()
                 };
@@ -438,7 +460,7 @@ impl Ctx<'_> {
             (Some(ids), Some(p)) => ids.iter().any(|i| self.config.principals.get(*i as usize).is_some_and(|q| q == p)),
             (Some(_), None) => false,
         };
-        let alone = |part: Rule| -> bool {
+        let decide_alone = |part: Rule| -> Option<(bool, Option<String>)> {
             let config = Config {
                 version: CONFIG_VERSION.to_string(),
                 settings: Default::default(),
@@ -447,13 +469,21 @@ impl Ctx<'_> {
                 backends: vec![],
                 routes: Default::default(),
             };
-            let Ok(e) = Engine::new(config) else { return false };
+            let e = Engine::new(config).ok()?;
             let req = Request { principal: None, backend: None, ..*request };
-            matches!(e.decide(&req, op).gateway, LevelOutcome::Matched { .. })
+            let d = e.decide(&req, op);
+            Some((matches!(d.gateway, LevelOutcome::Matched { .. }), d.cel_error.map(|f| f.error.to_string())))
         };
-        let http = rule.http.is_none() || alone(Rule { name: rule.name.clone(), principals: None, http: rule.http.clone(), mcp: None });
-        let mcp = rule.mcp.is_none() || alone(Rule { name: rule.name.clone(), principals: None, http: None, mcp: rule.mcp.clone() });
-        RuleCheck { source, http, mcp }
+        let alone = |part: Rule| decide_alone(part).is_some_and(|(matched, _)| matched);
+        let part = |http, mcp, cel| Rule { name: rule.name.clone(), principals: None, http, mcp, cel };
+        let http = rule.http.is_none() || alone(part(rule.http.clone(), None, None));
+        let mcp = rule.mcp.is_none() || alone(part(None, rule.mcp.clone(), None));
+        let cel = match rule.cel.clone().map(|c| decide_alone(part(None, None, Some(c)))) {
+            None | Some(Some((true, _))) => None,
+            Some(Some((false, Some(error)))) => Some(format!("its CEL expression could not be evaluated: {error}")),
+            Some(_) => Some("its CEL expression is false for this request".to_string()),
+        };
+        RuleCheck { source, http, mcp, cel }
     }
 }
 
@@ -492,7 +522,16 @@ fn grant_text(rule: &Rule) -> String {
     if rule.http.is_some() {
         text.push_str(" under HTTP conditions");
     }
+    if rule.cel.is_some() {
+        text.push_str(" when its CEL expression holds");
+    }
     text
+}
+
+/// The host clock as the filter reads it, for `request.time`.
+fn now() -> Option<grantwall_core::cel::Timestamp> {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(grantwall_core::cel::Timestamp { seconds: i64::try_from(d.as_secs()).ok()?, nanos: d.subsec_nanos() })
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ fn explain_exit_status_and_record_shape() {
     assert_eq!(code, Some(3));
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["reason"], "duplicate-key");
     let (_, out, _) = with(&["--sa", "agents/bob", "--tool", "echo", "--args", r#"{"message":"hi"}"#]);
-    assert!(out.contains("issue #4"), "{out}");
+    assert!(out.contains("no rule of this config reads tool arguments"), "{out}");
     // Bad command lines and inputs.
     for (extra, code_want, msg) in [
         (&["--as", "bob", "--tool", "echo"][..], 2, "expected a SPIFFE ID"),
