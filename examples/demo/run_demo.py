@@ -50,6 +50,7 @@ FORBIDDEN = "Access to this tool is forbidden."
 
 ALICE = spiffe_sa("alice")
 BOB = spiffe_sa("bob")
+CAROL = spiffe_sa("carol")
 
 # --- output --------------------------------------------------------------------------------
 
@@ -142,8 +143,12 @@ def compile_policies() -> str:
         for policy in backend["policies"]:
             for rule in policy["rules"]:
                 who = ", ".join(config["principals"][i].rsplit("/", 1)[-1] for i in rule["principals"])
-                grants = "; ".join(f"{m['method']} {m.get('names', '*')}" for m in rule["mcp"]["methods"])
-                base = " + base protocol" if rule["mcp"].get("baseProtocol") else ""
+                mcp = rule.get("mcp") or {}
+                methods = mcp.get("methods") or ([{"method": "tools/call"}] if rule.get("cel") else [])
+                grants = "; ".join(f"{m['method']} {m.get('names', '*')}" for m in methods) or "(base protocol only)"
+                if rule.get("cel"):
+                    grants += " when its CEL expression holds"
+                base = " + base protocol" if mcp.get("baseProtocol") else ""
                 print(f"       {policy['name']}/{rule['name']}: {who} -> {grants}{base}")
     clusters = ", ".join(config["routes"]["clusters"])
     print(f"     Envoy cluster -> backend: {clusters}")
@@ -247,6 +252,13 @@ BOB_CALLS: list[Call] = [
     ("echo('hi from bob')", "allow", call_tool("echo", {"message": "hi from bob"})),
     ("get-sum(1, 1)", "deny", call_tool("get-sum", {"a": 1, "b": 1})),
 ]
+# carol's grants constrain the tool arguments (examples/policies/argument-constraints.yaml, CEL).
+CAROL_CALLS: list[Call] = [
+    ("get-sum(2, 3)", "allow", call_tool("get-sum", {"a": 2, "b": 3})),
+    ("get-sum(500, 1): a is not below 100", "deny", call_tool("get-sum", {"a": 500, "b": 1})),
+    ("echo('hello, gateway')", "allow", call_tool("echo", {"message": "hello, gateway"})),
+    ("echo('rm -rf /'): must start with hello", "deny", call_tool("echo", {"message": "rm -rf /"})),
+]
 
 
 async def agent_session(agent: str, calls: list[Call], *, url: str, ca: Path, cert: Any) -> list[Outcome]:
@@ -266,10 +278,11 @@ async def agent_session(agent: str, calls: list[Call], *, url: str, ca: Path, ce
 
 
 async def run_agents(stack: Stack) -> list[Outcome]:
-    """Alice, bob and an anonymous caller, each through the official MCP SDK client."""
+    """Alice, bob, carol and an anonymous caller, each through the official MCP SDK client."""
     url, ca = stack.envoy.url(), stack.pki.ca_cert
     out = await agent_session("alice", ALICE_CALLS, url=url, ca=ca, cert=stack.pki.client(ALICE))
     out += await agent_session("bob", BOB_CALLS, url=url, ca=ca, cert=stack.pki.client(BOB))
+    out += await agent_session("carol", CAROL_CALLS, url=url, ca=ca, cert=stack.pki.client(CAROL))
 
     async def anonymous_connects() -> str:
         async with mcp_client(url, ca=ca, cert=None) as mcp:
@@ -366,8 +379,13 @@ def check_everything(outcomes: list[Outcome], audits: list[dict], executed: list
     checks.expect(upstream_requests == allowed_records,
                   "upstream received exactly the requests the filter allowed, none of the denied ones",
                   f"{upstream_requests} upstream requests, {allowed_records} allow records")
-    checks.expect(executed == ["get-sum", "echo", "echo"], "upstream executed exactly get-sum, echo, echo",
+    expected_runs = ["get-sum", "echo", "echo", "get-sum", "echo"]
+    checks.expect(executed == expected_runs, f"upstream executed exactly {', '.join(expected_runs)}",
                   f"executed {executed}")
+    carol = [(a.get("target"), a.get("decision")) for a in audits
+             if a.get("identity") == CAROL and a.get("mcpMethod") == "tools/call"]
+    checks.expect(carol == [("get-sum", "allow"), ("get-sum", "deny"), ("echo", "allow"), ("echo", "deny")],
+                  "audit records: carol's argument constraints decided each call", f"got {carol}")
 
     tool_audits = {(a.get("identity"), a.get("target")): a for a in audits if a.get("mcpMethod") == "tools/call"}
     for ident, target, decision in ((ALICE, "get-sum", "allow"), (ALICE, "delete-everything", "deny"),
