@@ -148,6 +148,11 @@ pub struct Backend {
     pub paths: Vec<String>,
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// Tool-definition pins (GrantwallToolPolicy): tool name → SHA-256 (64 lower-case hex digits) of the
+    /// JCS form of its definition (core/src/pinning.rs). A listed tool whose hash differs is dropped from
+    /// `tools/list` and later calls to it are refused with `definition-changed`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_pins: BTreeMap<String, String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

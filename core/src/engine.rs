@@ -180,6 +180,7 @@ struct CompiledMcp {
 
 struct CompiledBackend {
     paths: Vec<String>,
+    tool_pins: HashMap<String, String>,
 }
 
 /// A loaded, validated and indexed config, ready to decide.
@@ -234,7 +235,8 @@ impl Engine {
             validate_backend(backend, &at)?;
             let target = Target { name: backend.name.clone(), policies: backend.policies.clone() };
             targets.push(compile_target(&target, &at, principal_count)?);
-            backends.push(CompiledBackend { paths: backend.paths.clone() });
+            let tool_pins = crate::pinning::validate_pins(&backend.tool_pins, &at).map_err(|(p, m)| config_error(p, m))?;
+            backends.push(CompiledBackend { paths: backend.paths.clone(), tool_pins });
         }
         let backend_count = backends.len();
         let check_route = |kind: &str, key: &String, idx: u32| {
@@ -332,6 +334,16 @@ impl Engine {
         let paths = &self.backends.get(backend as usize)?.paths;
         let path = path_only(path);
         Some(Route { backend, mcp_endpoint: paths.iter().any(|prefix| path_has_prefix(path, prefix)) })
+    }
+
+    /// The pinned definition hash of a backend's tool, if the tool is pinned.
+    pub fn tool_pin(&self, backend: BackendId, tool: &str) -> Option<&str> {
+        self.backends.get(backend as usize)?.tool_pins.get(tool).map(String::as_str)
+    }
+
+    /// Whether a backend pins any tool definition.
+    pub fn has_tool_pins(&self, backend: BackendId) -> bool {
+        self.backends.get(backend as usize).is_some_and(|b| !b.tool_pins.is_empty())
     }
 
     /// Whether any policy applies to a request for this backend; if not, it is allowed without inspection.

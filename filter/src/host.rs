@@ -8,10 +8,15 @@ use std::ptr::{null, null_mut};
 
 const STATUS_OK: u32 = 0;
 const STATUS_NOT_FOUND: u32 = 1;
+const STATUS_CAS_MISMATCH: u32 = 8;
+/// Not a host status: our own "gave up after repeated CAS conflicts".
+pub const STATUS_CAS_RETRIES: u32 = 0xffff;
 
 /// Proxy-Wasm map and buffer type numbers (ABI 0.2.1).
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
+const MAP_HTTP_RESPONSE_HEADERS: u32 = 2;
 const BUFFER_HTTP_REQUEST_BODY: u32 = 0;
+const BUFFER_HTTP_RESPONSE_BODY: u32 = 1;
 const METRIC_COUNTER: u32 = 0;
 
 /// A host call returned a status we cannot act on.
@@ -52,6 +57,17 @@ extern "C" {
         grpc_status: i32,
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_replace_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, buffer_data: *const u8, buffer_size: usize) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
@@ -78,6 +94,98 @@ pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
         STATUS_OK => Ok(Some(unsafe { take_host_buffer(data, size) })),
         STATUS_NOT_FOUND => Ok(None),
         other => Err(HostError(other)),
+    }
+}
+
+/// One response header's raw bytes, or None when absent.
+pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: as request_header.
+    let status = unsafe { proxy_get_header_map_value(MAP_HTTP_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
+    match status {
+        // SAFETY: as request_header.
+        STATUS_OK => Ok(Some(unsafe { take_host_buffer(data, size) })),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Set (replace or add) a response header.
+pub fn set_response_header(name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: buffers live for the call.
+    let rc = unsafe {
+        proxy_replace_header_map_value(MAP_HTTP_RESPONSE_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    };
+    ok(rc)
+}
+
+/// Remove a response header (absent is fine).
+pub fn remove_response_header(name: &str) -> Result<(), HostError> {
+    // SAFETY: buffer lives for the call.
+    let rc = unsafe { proxy_remove_header_map_value(MAP_HTTP_RESPONSE_HEADERS, name.as_ptr(), name.len()) };
+    if rc == STATUS_NOT_FOUND {
+        return Ok(());
+    }
+    ok(rc)
+}
+
+/// The response body bytes the current callback may see (the chunk, or everything buffered so far).
+pub fn response_body(size: usize) -> Result<Vec<u8>, HostError> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: as request_header.
+    let status = unsafe { proxy_get_buffer_bytes(BUFFER_HTTP_RESPONSE_BODY, 0, size, &mut data, &mut len) };
+    match status {
+        // SAFETY: as request_header.
+        STATUS_OK => Ok(unsafe { take_host_buffer(data, len) }),
+        STATUS_NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Replace the first `size` bytes of the response body (the current chunk) with `bytes`.
+pub fn set_response_body(size: usize, bytes: &[u8]) -> Result<(), HostError> {
+    // SAFETY: buffer lives for the call.
+    let rc = unsafe { proxy_set_buffer_bytes(BUFFER_HTTP_RESPONSE_BODY, 0, size, bytes.as_ptr(), bytes.len()) };
+    ok(rc)
+}
+
+/// A shared-data entry (shared by all workers of this VM) and its CAS token, or None when absent.
+pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+    let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: as request_header.
+    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match status {
+        // SAFETY: as request_header.
+        STATUS_OK => Ok(Some((unsafe { take_host_buffer(data, size) }, cas))),
+        STATUS_NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Outcome of a compare-and-swap write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasWrite {
+    Written,
+    /// Another worker wrote first: re-read and decide again.
+    Conflict,
+}
+
+/// Write a shared-data entry if its CAS token is still `cas` (0: unconditionally).
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<CasWrite, HostError> {
+    // SAFETY: buffers live for the call.
+    let rc = unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match rc {
+        STATUS_OK => Ok(CasWrite::Written),
+        STATUS_CAS_MISMATCH => Ok(CasWrite::Conflict),
+        other => Err(HostError(other)),
+    }
+}
+
+fn ok(rc: u32) -> Result<(), HostError> {
+    if rc == STATUS_OK {
+        Ok(())
+    } else {
+        Err(HostError(rc))
     }
 }
 

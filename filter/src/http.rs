@@ -7,11 +7,14 @@
 
 use crate::host;
 use crate::metrics::Metrics;
+use crate::response::{BodyStep, ListStats, ListWatch};
+use crate::shared;
 use grantwall_core::audit::AuditRecord;
 use grantwall_core::cel::Timestamp;
 use grantwall_core::engine::{BackendId, Engine, Request};
 use grantwall_core::identity::{self, Identity};
 use grantwall_core::jsonrpc::{self, ParseError};
+use grantwall_core::listfilter::{ListItem, ListKind};
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
 use grantwall_core::respond::{self, Reply};
 use proxy_wasm::traits::{Context, HttpContext};
@@ -28,6 +31,10 @@ pub struct GrantwallHttp {
     pending: Option<Captured>,
     #[cfg(feature = "trap-test")]
     trap: crate::trap::Trap,
+    /// An allowed list request: its response is filtered for the same caller (response.rs).
+    list: Option<ListWatch>,
+    /// The request facts the response side judges list items with.
+    response_ctx: Option<Captured>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -63,6 +70,8 @@ impl GrantwallHttp {
             pending: None,
             #[cfg(feature = "trap-test")]
             trap: crate::trap::Trap::Never,
+            list: None,
+            response_ctx: None,
         }
     }
 
@@ -177,7 +186,15 @@ impl GrantwallHttp {
             return Ok(Action::Pause);
         }
         let op = McpOp::from_message(&message);
-        Ok(self.decide(captured, Some(&op), message.id))
+        let action = self.decide(captured, Some(&op), message.id);
+        if action == Action::Continue {
+            // Remember the list request so its response is filtered for this caller.
+            if let (Some(kind), Some(id)) = (ListKind::from_method(op.name), message.id) {
+                let modern = captured.protocol_version.as_deref().is_some_and(|v| v >= mcp::HEADER_ROUTING_REVISION);
+                self.list = Some(ListWatch::new(kind, id, modern));
+            }
+        }
+        Ok(action)
     }
 
     /// Ask the engine, record the decision, and either continue or answer with the configured denial.
@@ -197,19 +214,45 @@ impl GrantwallHttp {
         let mut record =
             self.base_record(captured, op.map(|o| o.name), op.and_then(|o| o.target)).with_decision(&decision);
         record.detail = cel_detail.as_deref();
-        self.emit(&record);
+        let mut reason = decision.reason();
         if decision.allowed {
-            return Action::Continue;
+            match self.pin_refusal(captured, op) {
+                None => {
+                    self.emit(&record);
+                    return Action::Continue;
+                }
+                Some(why) => {
+                    record.decision = "deny";
+                    record.reason = why;
+                    reason = why;
+                }
+            }
         }
+        self.emit(&record);
         let reply = respond::forbidden(
             self.engine.settings().denial,
             id,
             op.map(|o| o.name),
             op.and_then(|o| o.target),
-            decision.reason(),
+            reason,
         );
         self.reply(&reply);
         Action::Pause
+    }
+
+    /// A call to a pinned tool whose listed definition changed (seen by any worker) is refused.
+    fn pin_refusal(&self, captured: &Captured, op: Option<&McpOp<'_>>) -> Option<&'static str> {
+        let op = op.filter(|o| o.name == "tools/call")?;
+        let backend = captured.backend?;
+        let tool = op.target?;
+        let pinned = self.engine.tool_pin(backend, tool)?;
+        let name = self.engine.backend_name(backend).unwrap_or("");
+        match shared::pin_changed(name, pinned, tool) {
+            Ok(false) => None,
+            Ok(true) => Some("definition-changed"),
+            // Cannot tell: fail closed.
+            Err(_) => Some("internal-error"),
+        }
     }
 
     fn finish_allowed(&self, captured: &Captured, op: Option<&McpOp<'_>>) {
@@ -301,24 +344,111 @@ impl HttpContext for GrantwallHttp {
         #[cfg(feature = "trap-test")]
         crate::trap::at_body(self.trap);
         let Some(captured) = self.pending.take() else { return Action::Continue };
-        match self.on_complete_body(&captured, body_size) {
+        let action = match self.on_complete_body(&captured, body_size) {
             Ok(action) => action,
             Err(r) => self.refuse(Some(&captured), &r),
-        }
+        };
+        self.keep_for_response(captured);
+        action
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // With trailers the body callback never reports end of stream: the body is complete now.
         let Some(captured) = self.pending.take() else { return Action::Continue };
         let size = self.engine.settings().max_body_bytes as usize + 1;
-        match self.on_complete_body_from_trailers(&captured, size) {
+        let action = match self.on_complete_body_from_trailers(&captured, size) {
             Ok(action) => action,
             Err(r) => self.refuse(Some(&captured), &r),
+        };
+        self.keep_for_response(captured);
+        action
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(watch) = self.list.as_mut() else { return Action::Continue };
+        let header = |name: &str| host::response_header(name).ok().flatten().and_then(|v| String::from_utf8(v).ok());
+        watch.on_headers(header(":status").as_deref(), header("content-type").as_deref(), header("content-encoding").as_deref());
+        if watch.passes_through() {
+            self.list = None;
+            return Action::Continue;
         }
+        // The body is rewritten: its length changes (Envoy re-frames it), and a replaced body is JSON.
+        let _ = host::remove_response_header("content-length");
+        if watch.replaces_body() {
+            let _ = host::remove_response_header("content-encoding");
+            let _ = host::set_response_header("content-type", "application/json");
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.list.is_none() {
+            return Action::Continue;
+        }
+        self.filter_list_body(body_size, end_of_stream)
     }
 }
 
 impl GrantwallHttp {
+    fn keep_for_response(&mut self, captured: Captured) {
+        if self.list.is_some() {
+            self.response_ctx = Some(captured);
+        }
+    }
+
+    /// Filter the list response for the caller that asked (response.rs does the framing).
+    fn filter_list_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let (Some(watch), Some(captured)) = (self.list.as_mut(), self.response_ctx.as_ref()) else { return Action::Continue };
+        let engine = Rc::clone(&self.engine);
+        let chunk = host::response_body(body_size).ok();
+        let request = Request {
+            method: &captured.method,
+            path: &captured.path,
+            authority: &captured.authority,
+            destination_port: captured.destination_port,
+            headers: &captured.headers,
+            principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
+            backend: captured.backend,
+            time: if engine.needs_time() { now() } else { None },
+        };
+        let kind = watch.kind;
+        let mut changed: Vec<(String, String)> = Vec::new();
+        let mut judge = |item: &ListItem<'_>| judge_item(&engine, &request, kind, item, &mut changed);
+        let mut stats = ListStats::default();
+        let (replacement, step) = match &chunk {
+            Some(bytes) => watch.on_body(bytes, end_of_stream, &mut stats, &mut judge),
+            // Cannot read what we must filter: fail closed.
+            None => {
+                stats.unfilterable = Some("response body unavailable".into());
+                (Some(grantwall_core::listfilter::unfilterable_reply(&watch.id)), BodyStep::Forward)
+            }
+        };
+        if matches!(step, BodyStep::Buffer) {
+            return Action::Pause;
+        }
+        if let Some(bytes) = replacement {
+            if host::set_response_body(body_size, &bytes).is_err() {
+                log::error!("grantwall: could not rewrite a list response body");
+            }
+        }
+        let captured = self.response_ctx.as_ref();
+        if let Some(c) = captured {
+            for (tool, detail) in &changed {
+                let mut record = self.base_record(c, Some("tools/list"), Some(tool));
+                record.decision = "deny";
+                record.reason = "definition-changed";
+                record.detail = Some(detail);
+                self.emit(&record);
+            }
+            if let Some(why) = &stats.unfilterable {
+                self.audit_refusal(c, "list-unfilterable", why, Some("tools/list"));
+            } else if stats.kept + stats.dropped > 0 {
+                log::debug!("grantwall: list filtered: kept {}, dropped {}", stats.kept, stats.dropped);
+            }
+        }
+        Action::Continue
+    }
+
     fn on_complete_body_from_trailers(&mut self, captured: &Captured, max: usize) -> Result<Action, Refusal> {
         let body = host::request_body(max).map_err(|_| refusal(400, -32600, "invalid-request", "request body unavailable with trailers"))?;
         let size = body.as_ref().map_or(0, Vec::len);
@@ -385,4 +515,38 @@ fn is_json_media_type(value: &str) -> bool {
         }
         _ => true,
     })
+}
+
+/// Would the caller be allowed to use this listed item? Templates: only with an unrestricted
+/// `resources/read` grant (no URI a grant names can match a template). Pinned tools whose definition
+/// hash differs are dropped and recorded for every worker.
+fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &ListItem<'_>, changed: &mut Vec<(String, String)>) -> bool {
+    use grantwall_core::config::McpMethod;
+    let (name, method, target) = match kind {
+        ListKind::Tools => ("tools/call", McpMethod::ToolsCall, Some(item.key)),
+        ListKind::Prompts => ("prompts/get", McpMethod::PromptsGet, Some(item.key)),
+        ListKind::Resources => ("resources/read", McpMethod::ResourcesRead, Some(item.key)),
+        ListKind::ResourceTemplates => ("resources/read", McpMethod::ResourcesRead, None),
+    };
+    // No arguments: a listed tool is judged as a call with none (CEL rules reading arguments see none).
+    let op = McpOp { name, base: false, method: Some(method), target, arguments: None };
+    if !engine.decide(request, Some(&op)).allowed {
+        return false;
+    }
+    let (ListKind::Tools, Some(backend)) = (kind, request.backend) else { return true };
+    let Some(pinned) = engine.tool_pin(backend, item.key) else { return true };
+    let listed = grantwall_core::pinning::tool_hash(item.raw.get());
+    let is_changed = !listed.as_deref().is_ok_and(|h| h == pinned);
+    let backend_name = engine.backend_name(backend).unwrap_or("");
+    if shared::record_pin(backend_name, pinned, item.key, is_changed).is_err() {
+        log::error!("grantwall: could not record pin state for a tool");
+    }
+    if is_changed {
+        let detail = match listed {
+            Ok(h) => format!("pinned sha256 {pinned}, listed {h}"),
+            Err(e) => format!("pinned sha256 {pinned}, listed definition unreadable: {e}"),
+        };
+        changed.push((item.key.to_owned(), detail));
+    }
+    !is_changed
 }

@@ -5,6 +5,8 @@
 //! - `host`: panic-free host calls.
 //! - `metrics`: decision counters.
 //! - `trap`: test-only VM trap injection (feature `trap-test`).
+//! - `response`: per-caller filtering of list responses (JSON and SSE).
+//! - `shared`: state shared across workers (tool-pin observations).
 
 #[cfg(target_arch = "wasm32")]
 mod host;
@@ -13,7 +15,11 @@ mod http;
 #[cfg(target_arch = "wasm32")]
 mod metrics;
 #[cfg(target_arch = "wasm32")]
+mod response;
+#[cfg(target_arch = "wasm32")]
 mod root;
+#[cfg(target_arch = "wasm32")]
+mod shared;
 // Test-only fault injection; the release build never has it (Makefile: build-trap).
 #[cfg(all(target_arch = "wasm32", feature = "trap-test"))]
 mod trap;

@@ -23,6 +23,8 @@ const DENY_REASONS: &[&str] = &[
     "unsupported-content-encoding",
     "identity-error",
     "internal-error",
+    "definition-changed",
+    "list-unfilterable",
 ];
 
 pub struct Metrics {

@@ -341,6 +341,7 @@ pub fn build(
             name: b.ns_name.clone(),
             paths,
             policies: vec![],
+            tool_pins: Default::default(),
         });
     }
     (out, routes)

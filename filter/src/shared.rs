@@ -1,0 +1,38 @@
+//! State shared by all Envoy worker threads, in Proxy-Wasm shared data.
+//!
+//! Keys start with `grantwall/` (Istio leaves `vm_id` empty, so other plugins may share the namespace).
+//! Pin state: one key per (backend, pinned hash, tool) — bounded by the number of pins in the config — whose
+//! value says whether the last `tools/list` showed that tool with another definition. The pinned hash is in
+//! the key, so re-pinning a tool starts from a clean state. Writes use CAS and retry on conflict.
+
+use crate::host::{self, CasWrite, HostError};
+
+const PIN_PREFIX: &str = "grantwall/pin/";
+const CHANGED: &[u8] = b"changed";
+const SAME: &[u8] = b"ok";
+
+fn pin_key(backend: &str, pinned: &str, tool: &str) -> String {
+    format!("{PIN_PREFIX}{backend}/{pinned}/{tool}")
+}
+
+/// Whether a `tools/list` seen by any worker showed this pinned tool with a different definition.
+pub fn pin_changed(backend: &str, pinned: &str, tool: &str) -> Result<bool, HostError> {
+    Ok(host::shared_data(&pin_key(backend, pinned, tool))?.is_some_and(|(v, _)| v == CHANGED))
+}
+
+/// Record what a `tools/list` showed for a pinned tool.
+pub fn record_pin(backend: &str, pinned: &str, tool: &str, changed: bool) -> Result<(), HostError> {
+    let key = pin_key(backend, pinned, tool);
+    let value = if changed { CHANGED } else { SAME };
+    for _ in 0..4 {
+        let cas = match host::shared_data(&key)? {
+            Some((current, _)) if current == value => return Ok(()),
+            Some((_, cas)) => cas,
+            None => 0,
+        };
+        if host::set_shared_data(&key, value, cas)? == CasWrite::Written {
+            return Ok(());
+        }
+    }
+    Err(HostError(host::STATUS_CAS_RETRIES))
+}
