@@ -165,6 +165,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             })
             .collect(),
     };
+    apply_tool_pins(&read, &mut config_backends, &mut diags);
     for b in config_backends.iter_mut() {
         b.policies = backend_policies(&b.name)
             .into_iter()
@@ -328,6 +329,8 @@ struct Read {
     policies: Vec<PolicyIr>,
     aliases: Vec<PathAlias>,
     gateways: BTreeSet<String>,
+    /// GrantwallToolPolicy pins: (backend ns/name, tool, sha256, where it was written).
+    pins: Vec<(String, String, String, String, String)>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -337,7 +340,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         trust_domain: &opts.trust_domain,
     };
     for mut obj in objects {
-        let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy");
+        let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
+            || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -421,7 +425,9 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             }
             continue;
         }
-        if obj.kind == "XBackend" {
+        if obj.kind == TOOL_POLICY_KIND {
+            read_tool_pins(&obj, &mut read.pins);
+        } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);
             }
@@ -430,6 +436,47 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         }
     }
     read
+}
+
+const TOOL_POLICY_KIND: &str = "GrantwallToolPolicy";
+const TOOL_POLICY_GROUP: &str = "grantwall.io";
+
+/// Pins of a (schema-validated) GrantwallToolPolicy, one per target backend and tool.
+fn read_tool_pins(obj: &Object, out: &mut Vec<(String, String, String, String, String)>) {
+    let spec = obj.value.get("spec");
+    let refs = spec.and_then(|s| s.get("targetRefs")).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let pins = spec.and_then(|s| s.get("pins")).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for r in &refs {
+        let Some(name) = r.get("name").and_then(|n| n.as_str()) else { continue };
+        let backend = format!("{}/{name}", obj.namespace);
+        for (i, p) in pins.iter().enumerate() {
+            let (Some(tool), Some(sha)) = (p.get("tool").and_then(|v| v.as_str()), p.get("sha256").and_then(|v| v.as_str())) else {
+                continue;
+            };
+            out.push((backend.clone(), tool.to_string(), sha.to_string(), obj.location().to_string(), format!("spec.pins[{i}]")));
+        }
+    }
+}
+
+/// Put pins on their backends; a pin for a backend not in the input, or two different pins for one tool, is
+/// an error (either would silently leave a tool unguarded or make the outcome depend on input order).
+fn apply_tool_pins(read: &Read, backends: &mut [config::Backend], diags: &mut Diags) {
+    for (backend, tool, sha, at, path) in &read.pins {
+        let Some(b) = backends.iter_mut().find(|b| &b.name == backend) else {
+            if !read.backend_names.contains(backend) {
+                diags.error(at.as_str(), path.as_str(), format!("XBackend {backend} is not in the input: add the file that defines it (-f)"));
+            }
+            continue;
+        };
+        match b.tool_pins.get(tool) {
+            Some(existing) if existing != sha => {
+                diags.error(at.as_str(), path.as_str(), format!("tool {tool:?} on {backend} is pinned twice with different hashes"));
+            }
+            _ => {
+                b.tool_pins.insert(tool.clone(), sha.clone());
+            }
+        }
+    }
 }
 
 /// `--gateway`, or the one Gateway the input names (defined, or targeted by a policy).

@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 const XBACKEND_CRD: &str = include_str!("../crds/kan/agentic.networking.x-k8s.io_xbackends.yaml");
 const XACCESSPOLICY_CRD: &str =
     include_str!("../crds/kan/agentic.networking.x-k8s.io_xaccesspolicies.yaml");
+/// Grantwall's own extension (shipped for `kubectl apply` under crds/).
+const TOOLPOLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwalltoolpolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -92,6 +94,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
     CRDS.get_or_init(|| {
         let mut all = load_crd(XBACKEND_CRD)?;
         all.extend(load_crd(XACCESSPOLICY_CRD)?);
+        all.extend(load_crd(TOOLPOLICY_CRD)?);
         Ok(all)
     })
     .as_deref()

@@ -15,6 +15,7 @@ pub mod input;
 pub mod kan_rules;
 pub mod kan_types;
 pub mod oci;
+pub mod pins;
 pub mod policy;
 pub mod routes;
 pub mod timestamp;

@@ -63,6 +63,17 @@ Exit status: 0 success, 1 invalid input, 2 bad command line."
         after_long_help = cmd::explain::AFTER_HELP
     )]
     Explain(cmd::explain::ExplainArgs),
+    /// Print tool-definition pins (a GrantwallToolPolicy) for the tools in a saved tools/list response.
+    #[command(
+        long_about = "Print tool-definition pins for the tools in a saved tools/list response, as a \
+GrantwallToolPolicy (grantwall.io/v1alpha1) to review and apply. A pin is the SHA-256 of the RFC 8785 (JCS) \
+form of the tool's name, title, description, inputSchema, outputSchema and annotations.",
+        after_long_help = "Example:\n  \
+curl -s https://mcp.example/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\\n    \
+-d '{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}' > tools.json\n  \
+grantwall pins --from-response tools.json --backend tools/mcp-server > pins.yaml"
+    )]
+    Pins(PinsArgs),
     /// Print the JSON Schema of the compiled config (the file the filter reads).
     #[command(
         long_about = "Print the JSON Schema (draft 2020-12) of the compiled config, generated from the \
@@ -73,6 +84,19 @@ Rust types the filter deserialises. The same schema is committed as docs/config-
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct PinsArgs {
+    /// A saved tools/list response (JSON-RPC over application/json or text/event-stream), '-' for stdin.
+    #[arg(long = "from-response", value_name = "FILE")]
+    from_response: String,
+    /// The XBackend the pins are for, as NAMESPACE/NAME.
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "default/mcp-server")]
+    backend: String,
+    /// metadata.name of the printed GrantwallToolPolicy.
+    #[arg(long, value_name = "NAME", default_value = "tool-pins")]
+    name: String,
 }
 
 #[derive(Args)]
@@ -204,6 +228,7 @@ fn main() -> ExitCode {
         Command::Package(args) => cmd::package::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Schema { output } => run_schema(output.as_deref()),
+        Command::Pins(args) => run_pins(args),
     }
 }
 
@@ -376,6 +401,32 @@ fn run_schema(output: Option<&Path>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("grantwall: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_pins(args: PinsArgs) -> ExitCode {
+    let bytes = if args.from_response == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(&args.from_response)
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("grantwall: cannot read {}: {e}", args.from_response);
+            return ExitCode::from(1);
+        }
+    };
+    match grantwall_policy_compiler::pins::pins_from_response(&bytes) {
+        Ok(pins) => {
+            print!("{}", grantwall_policy_compiler::pins::render_policy(&pins, &args.backend, &args.name));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("grantwall: {}: {e}", args.from_response);
             ExitCode::from(1)
         }
     }
