@@ -12,5 +12,6 @@ pub mod listfilter;
 pub mod mcp;
 pub mod pinning;
 pub mod respond;
+pub mod session;
 pub mod sse;
 pub mod strict;

@@ -155,3 +155,23 @@ fn the_pin_covers_exactly_the_documented_fields() {
     assert_ne!(tool_hash(annotated).unwrap(), tool_hash(tool).unwrap());
     assert!(tool_hash(r#"{"name":"echo","name":"x"}"#).is_err());
 }
+
+#[test]
+fn sessions_are_bound_to_who_initialized_them_and_expire() {
+    use grantwall_core::session::{encode, may_use, owner, slot, Owner, SESSION_SLOTS, SESSION_TTL_SECS};
+    const ALICE: &str = "spiffe://cluster.local/ns/agents/sa/alice";
+    let rec = encode("s-1", Some(ALICE), 1000);
+    assert_eq!(owner(&rec, "s-1", 1001), Owner::Bound(Some(ALICE)));
+    assert!(may_use(&owner(&rec, "s-1", 1001), Some(ALICE)));
+    assert!(!may_use(&owner(&rec, "s-1", 1001), Some("spiffe://cluster.local/ns/agents/sa/bob")));
+    assert!(!may_use(&owner(&rec, "s-1", 1001), None));
+    // Another session in the same slot, an expired record, garbage: unknown, never "anyone".
+    assert_eq!(owner(&rec, "s-2", 1001), Owner::Unknown);
+    assert_eq!(owner(&rec, "s-1", 1000 + SESSION_TTL_SECS), Owner::Unknown);
+    assert_eq!(owner(b"junk", "s-1", 0), Owner::Unknown);
+    assert!(!may_use(&Owner::Unknown, None));
+    let anon = encode("s-3", None, 0);
+    assert!(may_use(&owner(&anon, "s-3", 1), None));
+    assert!(!may_use(&owner(&anon, "s-3", 1), Some(ALICE)));
+    assert!(slot("3074d0220cd744049efd55b8deff0b78") < SESSION_SLOTS);
+}

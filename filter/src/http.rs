@@ -35,6 +35,8 @@ pub struct GrantwallHttp {
     list: Option<ListWatch>,
     /// The request facts the response side judges list items with.
     response_ctx: Option<Captured>,
+    /// An allowed `initialize`: bind the session id in its response to the caller.
+    bind_session: bool,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -52,6 +54,8 @@ struct Captured {
     /// A GET/DELETE held because its headers did not end the stream: decided as this operation only if
     /// no body byte arrives. Its body would otherwise reach the upstream uninspected under a base grant.
     bodiless: Option<McpOp<'static>>,
+    /// `Mcp-Session-Id` of a request on a backend's MCP path (checked against the session's owner).
+    session_id: Option<String>,
 }
 
 /// A refusal before the engine could decide (bad input, host failure).
@@ -72,6 +76,7 @@ impl GrantwallHttp {
             trap: crate::trap::Trap::Never,
             list: None,
             response_ctx: None,
+            bind_session: false,
         }
     }
 
@@ -99,6 +104,7 @@ impl GrantwallHttp {
             mcp_method: None,
             mcp_name: None,
             bodiless: None,
+            session_id: None,
         };
 
         if !engine.has_policies(backend) {
@@ -115,6 +121,9 @@ impl GrantwallHttp {
         let content_type = header_str("content-type")?;
         let is_json = content_type.as_deref().is_some_and(is_json_media_type);
         let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
+        if on_mcp_path {
+            captured.session_id = header_str("mcp-session-id")?;
+        }
         match captured.method.as_str() {
             "POST" if on_mcp_path || is_json => {
                 if !is_json {
@@ -188,6 +197,7 @@ impl GrantwallHttp {
         let op = McpOp::from_message(&message);
         let action = self.decide(captured, Some(&op), message.id);
         if action == Action::Continue {
+            self.bind_session = op.name == "initialize" && captured.backend.is_some();
             // Remember the list request so its response is filtered for this caller.
             if let (Some(kind), Some(id)) = (ListKind::from_method(op.name), message.id) {
                 let modern = captured.protocol_version.as_deref().is_some_and(|v| v >= mcp::HEADER_ROUTING_REVISION);
@@ -216,7 +226,7 @@ impl GrantwallHttp {
         record.detail = cel_detail.as_deref();
         let mut reason = decision.reason();
         if decision.allowed {
-            match self.pin_refusal(captured, op) {
+            match self.pin_refusal(captured, op).or_else(|| self.session_refusal(captured, op)) {
                 None => {
                     self.emit(&record);
                     return Action::Continue;
@@ -229,6 +239,12 @@ impl GrantwallHttp {
             }
         }
         self.emit(&record);
+        if reason == "session-unknown" {
+            // 404 is what tells an MCP client to start a new session (what the server itself answers).
+            let reply = respond::error_reply(404, id, -32001, "Session not found", Some(reason));
+            self.reply(&reply);
+            return Action::Pause;
+        }
         let reply = respond::forbidden(
             self.engine.settings().denial,
             id,
@@ -253,6 +269,15 @@ impl GrantwallHttp {
             // Cannot tell: fail closed.
             Err(_) => Some("internal-error"),
         }
+    }
+
+    /// A session is usable only by the identity that initialized it (all workers agree: shared data).
+    fn session_refusal(&self, captured: &Captured, op: Option<&McpOp<'_>>) -> Option<&'static str> {
+        let session_id = captured.session_id.as_deref()?;
+        op.filter(|o| o.name != "initialize")?;
+        captured.backend?;
+        let caller = captured.identity.as_ref().map(|i| i.principal.as_str());
+        shared::session_refusal(session_id, caller).unwrap_or(Some("internal-error"))
     }
 
     fn finish_allowed(&self, captured: &Captured, op: Option<&McpOp<'_>>) {
@@ -365,6 +390,9 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.bind_session {
+            self.bind_new_session();
+        }
         let Some(watch) = self.list.as_mut() else { return Action::Continue };
         let header = |name: &str| host::response_header(name).ok().flatten().and_then(|v| String::from_utf8(v).ok());
         watch.on_headers(header(":status").as_deref(), header("content-type").as_deref(), header("content-encoding").as_deref());
@@ -391,8 +419,20 @@ impl HttpContext for GrantwallHttp {
 
 impl GrantwallHttp {
     fn keep_for_response(&mut self, captured: Captured) {
-        if self.list.is_some() {
+        if self.list.is_some() || self.bind_session {
             self.response_ctx = Some(captured);
+        }
+    }
+
+    /// The server created a session for an allowed `initialize`: remember whose it is.
+    fn bind_new_session(&mut self) {
+        self.bind_session = false;
+        let Ok(Some(id)) = host::response_header("mcp-session-id") else { return };
+        let Ok(id) = String::from_utf8(id) else { return };
+        let caller = self.response_ctx.as_ref().and_then(|c| c.identity.as_ref()).map(|i| i.principal.as_str());
+        if shared::bind_session(&id, caller).is_err() {
+            // Unbound, the session is unknown to every worker: its requests get 404, never someone else's.
+            log::error!("grantwall: could not record a session binding");
         }
     }
 

@@ -25,6 +25,8 @@ const DENY_REASONS: &[&str] = &[
     "internal-error",
     "definition-changed",
     "list-unfilterable",
+    "session-unknown",
+    "session-identity-mismatch",
 ];
 
 pub struct Metrics {

@@ -4,8 +4,10 @@
 //! Pin state: one key per (backend, pinned hash, tool) — bounded by the number of pins in the config — whose
 //! value says whether the last `tools/list` showed that tool with another definition. The pinned hash is in
 //! the key, so re-pinning a tool starts from a clean state. Writes use CAS and retry on conflict.
+//! Session state: a fixed table of slots (grantwall_core::session), each holding one binding.
 
 use crate::host::{self, CasWrite, HostError};
+use grantwall_core::session;
 
 const PIN_PREFIX: &str = "grantwall/pin/";
 const CHANGED: &[u8] = b"changed";
@@ -35,4 +37,33 @@ pub fn record_pin(backend: &str, pinned: &str, tool: &str, changed: bool) -> Res
         }
     }
     Err(HostError(host::STATUS_CAS_RETRIES))
+}
+
+fn session_key(session_id: &str) -> String {
+    format!("grantwall/session/{}", session::slot(session_id))
+}
+
+/// Bind a new session to the identity that initialized it (a newer session takes the slot).
+pub fn bind_session(session_id: &str, principal: Option<&str>) -> Result<(), HostError> {
+    let record = session::encode(session_id, principal, host::now_secs()?);
+    let key = session_key(session_id);
+    for _ in 0..4 {
+        let cas = host::shared_data(&key)?.map_or(0, |(_, cas)| cas);
+        if host::set_shared_data(&key, &record, cas)? == CasWrite::Written {
+            return Ok(());
+        }
+    }
+    Err(HostError(host::STATUS_CAS_RETRIES))
+}
+
+/// Whether `caller` may use this session: Ok(None) yes; Ok(Some(reason)) no.
+pub fn session_refusal(session_id: &str, caller: Option<&str>) -> Result<Option<&'static str>, HostError> {
+    let now = host::now_secs()?;
+    let record = host::shared_data(&session_key(session_id))?.map(|(v, _)| v).unwrap_or_default();
+    let owner = session::owner(&record, session_id, now);
+    Ok(match owner {
+        session::Owner::Unknown => Some("session-unknown"),
+        _ if session::may_use(&owner, caller) => None,
+        _ => Some("session-identity-mismatch"),
+    })
 }
