@@ -20,7 +20,7 @@ from .upstream import start_mcp_server
 
 pytestmark = pytest.mark.anyio
 
-ALL_TOOLS = {"get-sum", "echo", "get-tiny-image", "delete-everything"}
+ALL_TOOLS = {"get-sum", "echo", "get-tiny-image", "delete-everything", "slow-count"}
 REPO = Path(__file__).resolve().parents[2]
 
 
