@@ -153,6 +153,10 @@ pub struct Backend {
     /// `tools/list` and later calls to it are refused with `definition-changed`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_pins: BTreeMap<String, String>,
+    /// Hosts (exact, or `*.suffix`) a URL-mode `elicitation/create` from this backend may point to; any
+    /// other URL elicitation is removed from the stream. Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elicitation_url_hosts: Vec<String>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -181,6 +181,7 @@ struct CompiledMcp {
 struct CompiledBackend {
     paths: Vec<String>,
     tool_pins: HashMap<String, String>,
+    elicitation_url_hosts: Vec<String>,
 }
 
 /// A loaded, validated and indexed config, ready to decide.
@@ -236,7 +237,12 @@ impl Engine {
             let target = Target { name: backend.name.clone(), policies: backend.policies.clone() };
             targets.push(compile_target(&target, &at, principal_count)?);
             let tool_pins = crate::pinning::validate_pins(&backend.tool_pins, &at).map_err(|(p, m)| config_error(p, m))?;
-            backends.push(CompiledBackend { paths: backend.paths.clone(), tool_pins });
+            crate::pinning::validate_hosts(&backend.elicitation_url_hosts, &at).map_err(|(p, m)| config_error(p, m))?;
+            backends.push(CompiledBackend {
+                paths: backend.paths.clone(),
+                tool_pins,
+                elicitation_url_hosts: backend.elicitation_url_hosts.clone(),
+            });
         }
         let backend_count = backends.len();
         let check_route = |kind: &str, key: &String, idx: u32| {
@@ -339,6 +345,11 @@ impl Engine {
     /// The pinned definition hash of a backend's tool, if the tool is pinned.
     pub fn tool_pin(&self, backend: BackendId, tool: &str) -> Option<&str> {
         self.backends.get(backend as usize)?.tool_pins.get(tool).map(String::as_str)
+    }
+
+    /// Hosts a URL elicitation from this backend may name (empty: none).
+    pub fn elicitation_url_hosts(&self, backend: BackendId) -> &[String] {
+        self.backends.get(backend as usize).map_or(&[], |b| b.elicitation_url_hosts.as_slice())
     }
 
     /// Whether a backend pins any tool definition.

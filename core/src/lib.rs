@@ -13,5 +13,6 @@ pub mod mcp;
 pub mod pinning;
 pub mod respond;
 pub mod session;
+pub mod sidechannel;
 pub mod sse;
 pub mod strict;

@@ -22,6 +22,8 @@ pub enum ListKind {
     Prompts,
     Resources,
     ResourceTemplates,
+    /// `tasks/list` (2025-11-25): only the caller's own tasks.
+    Tasks,
 }
 
 impl ListKind {
@@ -31,6 +33,7 @@ impl ListKind {
             "prompts/list" => Some(ListKind::Prompts),
             "resources/list" => Some(ListKind::Resources),
             "resources/templates/list" => Some(ListKind::ResourceTemplates),
+            "tasks/list" => Some(ListKind::Tasks),
             _ => None,
         }
     }
@@ -42,6 +45,7 @@ impl ListKind {
             ListKind::Prompts => "prompts",
             ListKind::Resources => "resources",
             ListKind::ResourceTemplates => "resourceTemplates",
+            ListKind::Tasks => "tasks",
         }
     }
 
@@ -51,6 +55,7 @@ impl ListKind {
             ListKind::Tools | ListKind::Prompts => "name",
             ListKind::Resources => "uri",
             ListKind::ResourceTemplates => "uriTemplate",
+            ListKind::Tasks => "taskId",
         }
     }
 }
@@ -85,6 +90,8 @@ struct Keyed<'a> {
     uri: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "uriTemplate")]
     uri_template: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "taskId")]
+    task_id: Option<Cow<'a, str>>,
 }
 
 /// Filter one JSON-RPC message if it is the response to our list request (`expected_id` as written in the
@@ -161,6 +168,7 @@ fn write_result(
                     ListKind::Tools | ListKind::Prompts => keyed.name,
                     ListKind::Resources => keyed.uri,
                     ListKind::ResourceTemplates => keyed.uri_template,
+                    ListKind::Tasks => keyed.task_id,
                 }
                 .ok_or_else(|| err(&format!("a listed item has no string {:?}", kind.key_field())))?;
                 if judge(&ListItem { key: &key, raw: item }) {

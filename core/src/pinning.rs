@@ -128,3 +128,18 @@ pub fn validate_pins(
     }
     Ok(out)
 }
+
+/// Check a backend's elicitation URL hosts: lower-case host names, optionally `*.` wildcards.
+pub fn validate_hosts(hosts: &[String], at: &str) -> Result<(), (String, String)> {
+    for (i, h) in hosts.iter().enumerate() {
+        let name = h.strip_prefix("*.").unwrap_or(h);
+        let ok = !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !name.starts_with('.')
+            && !name.ends_with('.');
+        if !ok {
+            return Err((format!("{at}.elicitationUrlHosts[{i}]"), format!("{h:?} is not a lower-case host name or *.suffix")));
+        }
+    }
+    Ok(())
+}

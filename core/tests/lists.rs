@@ -175,3 +175,61 @@ fn sessions_are_bound_to_who_initialized_them_and_expire() {
     assert!(!may_use(&owner(&anon, "s-3", 1), Some(ALICE)));
     assert!(slot("3074d0220cd744049efd55b8deff0b78") < SESSION_SLOTS);
 }
+
+#[test]
+fn sampling_tool_use_names_are_read_strictly() {
+    use grantwall_core::sidechannel::tool_use_names;
+    let one = br#"{"jsonrpc":"2.0","id":3,"result":{"role":"assistant","model":"m","content":{"type":"tool_use","id":"t","name":"rm","input":{}}}}"#;
+    assert_eq!(tool_use_names(one).unwrap(), ["rm"]);
+    let many = br#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text","text":"x"},{"type":"tool_use","id":"a","name":"echo","input":{}},{"type":"tool_use","id":"b","name":"rm","input":{}}]}}"#;
+    assert_eq!(tool_use_names(many).unwrap(), ["echo", "rm"]);
+    assert!(tool_use_names(br#"{"jsonrpc":"2.0","id":3,"result":{"content":{"type":"text","text":"hi"}}}"#).unwrap().is_empty());
+    // The client's parser keeps the last duplicate: refuse rather than judge the first.
+    assert!(tool_use_names(br#"{"jsonrpc":"2.0","id":3,"result":{"content":[],"content":[{"type":"tool_use","name":"rm"}]}}"#).is_err());
+    assert!(tool_use_names(br#"{"jsonrpc":"2.0","id":3,"result":{"content":{"type":"tool_use","name":7}}}"#).is_err());
+}
+
+#[test]
+fn url_elicitations_are_found_even_behind_escapes_and_hosts_are_matched_strictly() {
+    use grantwall_core::sidechannel::{elicitation_url, may_be_elicitation, url_host_allowed};
+    let msg = r#"{"jsonrpc":"2.0","id":1,"method":"elicitation\/create","params":{"mode":"url","url":"https://evil.example.net/x","message":"m"}}"#;
+    assert!(may_be_elicitation(msg));
+    assert_eq!(elicitation_url(msg).unwrap().as_deref(), Some("https://evil.example.net/x"));
+    let form = r#"{"jsonrpc":"2.0","id":1,"method":"elicitation/create","params":{"mode":"form","message":"m","requestedSchema":{}}}"#;
+    assert_eq!(elicitation_url(form).unwrap(), None);
+    assert!(!may_be_elicitation(r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#));
+    let allow = vec!["auth.example.com".to_string(), "*.login.example.org".to_string()];
+    for ok in ["https://auth.example.com/cb?x=1", "https://AUTH.example.com:8443/", "https://eu.login.example.org/"] {
+        assert!(url_host_allowed(ok, &allow), "{ok}");
+    }
+    for bad in [
+        "http://auth.example.com/",
+        "https://auth.example.com@evil.net/",
+        "https://evil.net/auth.example.com",
+        "https://login.example.org/",
+        "https://auth.example.com.evil.net/",
+        "https://auth%2eexample.com/",
+        "javascript:alert(1)",
+    ] {
+        assert!(!url_host_allowed(bad, &allow), "{bad}");
+    }
+}
+
+#[test]
+fn task_ids_are_read_from_requests_and_created_tasks() {
+    use grantwall_core::sidechannel::{created_task_id, is_task_augmented, task_id_param};
+    assert!(is_task_augmented(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{"ttl":1000}}}"#).unwrap());
+    assert!(!is_task_augmented(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#).unwrap());
+    assert_eq!(task_id_param(br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-1"}}"#).unwrap().as_deref(), Some("t-1"));
+    assert!(task_id_param(br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","taskId":"b"}}"#).is_err());
+    let created = r#"{"jsonrpc":"2.0","id":"c1","result":{"task":{"taskId":"t-9","status":"working"}}}"#;
+    assert_eq!(created_task_id(created, "\"c1\"").as_deref(), Some("t-9"));
+    assert_eq!(created_task_id(created, "\"c2\""), None);
+}
+
+#[test]
+fn tasks_list_keeps_only_the_callers_tasks() {
+    let body = r#"{"jsonrpc":"2.0","id":2,"result":{"tasks":[{"taskId":"mine","status":"working"},{"taskId":"theirs","status":"working"}]}}"#;
+    let out = rewrite(ListKind::Tasks, "2", body, false, &["mine"]);
+    assert_eq!(out["result"]["tasks"], json!([{"taskId": "mine", "status": "working"}]));
+}

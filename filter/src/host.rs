@@ -68,7 +68,6 @@ extern "C" {
         return_cas: *mut u32,
     ) -> u32;
     fn proxy_set_shared_data(key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize, cas: u32) -> u32;
-    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_define_metric(metric_type: u32, name_data: *const u8, name_size: usize, return_id: *mut u32) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
 }
@@ -184,10 +183,7 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<CasWrite, Ho
 
 /// Wall-clock time in whole seconds since the Unix epoch.
 pub fn now_secs() -> Result<u64, HostError> {
-    let mut nanos = 0u64;
-    // SAFETY: plain out-parameter.
-    let rc = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
-    ok(rc).map(|()| nanos / 1_000_000_000)
+    current_time_nanos().map(|n| n / 1_000_000_000)
 }
 
 fn ok(rc: u32) -> Result<(), HostError> {

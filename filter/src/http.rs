@@ -7,7 +7,7 @@
 
 use crate::host;
 use crate::metrics::Metrics;
-use crate::response::{BodyStep, ListStats, ListWatch};
+use crate::response::{BodyStep, ListStats, ListWatch, StreamFindings, StreamWatch};
 use crate::shared;
 use grantwall_core::audit::AuditRecord;
 use grantwall_core::cel::Timestamp;
@@ -17,6 +17,7 @@ use grantwall_core::jsonrpc::{self, ParseError};
 use grantwall_core::listfilter::{ListItem, ListKind};
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
 use grantwall_core::respond::{self, Reply};
+use grantwall_core::sidechannel;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
@@ -37,6 +38,10 @@ pub struct GrantwallHttp {
     response_ctx: Option<Captured>,
     /// An allowed `initialize`: bind the session id in its response to the caller.
     bind_session: bool,
+    /// Any other allowed MCP response: URL elicitations checked, created tasks bound (response.rs).
+    stream: Option<StreamWatch>,
+    /// A side-channel refusal found in the body before the engine decided (tasks, sampling tool_use).
+    side_refusal: Option<&'static str>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -77,6 +82,8 @@ impl GrantwallHttp {
             list: None,
             response_ctx: None,
             bind_session: false,
+            stream: None,
+            side_refusal: None,
         }
     }
 
@@ -160,11 +167,24 @@ impl GrantwallHttp {
     /// otherwise hold it: an empty body is decided as `op`, any body byte is refused.
     fn bodiless(&mut self, mut captured: Captured, op: McpOp<'static>, end_of_stream: bool) -> Action {
         if end_of_stream {
-            return self.decide(&captured, Some(&op), None);
+            let action = self.decide(&captured, Some(&op), None);
+            if self.watch_server_stream(&captured, &op, action) {
+                self.response_ctx = Some(captured);
+            }
+            return action;
         }
         captured.bodiless = Some(op);
         self.pending = Some(captured);
         Action::Pause
+    }
+
+    /// An allowed GET stream carries server requests (elicitations): watch it. True when watching.
+    fn watch_server_stream(&mut self, captured: &Captured, op: &McpOp<'_>, action: Action) -> bool {
+        let watch = action == Action::Continue && op.name == McpOp::STREAM.name && captured.backend.is_some();
+        if watch {
+            self.stream = Some(StreamWatch::new(None));
+        }
+        watch
     }
 
     fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
@@ -172,7 +192,9 @@ impl GrantwallHttp {
             if size > 0 {
                 return Err(refusal(400, -32600, "invalid-request", &format!("{} on the MCP endpoint must not carry a body", op.name)));
             }
-            return Ok(self.decide(captured, Some(&op), None));
+            let action = self.decide(captured, Some(&op), None);
+            self.watch_server_stream(captured, &op, action);
+            return Ok(action);
         }
         let limit = self.engine.settings().max_body_bytes as usize;
         if size > limit {
@@ -195,13 +217,18 @@ impl GrantwallHttp {
             return Ok(Action::Pause);
         }
         let op = McpOp::from_message(&message);
+        self.side_refusal = self.side_channel_refusal(captured, &message, &body);
         let action = self.decide(captured, Some(&op), message.id);
+        self.side_refusal = None;
         if action == Action::Continue {
             self.bind_session = op.name == "initialize" && captured.backend.is_some();
             // Remember the list request so its response is filtered for this caller.
             if let (Some(kind), Some(id)) = (ListKind::from_method(op.name), message.id) {
                 let modern = captured.protocol_version.as_deref().is_some_and(|v| v >= mcp::HEADER_ROUTING_REVISION);
                 self.list = Some(ListWatch::new(kind, id, modern));
+            } else if captured.backend.is_some() {
+                let task = message.id.filter(|_| sidechannel::is_task_augmented(&body) == Ok(true));
+                self.stream = Some(StreamWatch::new(task.map(str::to_owned)));
             }
         }
         Ok(action)
@@ -226,7 +253,8 @@ impl GrantwallHttp {
         record.detail = cel_detail.as_deref();
         let mut reason = decision.reason();
         if decision.allowed {
-            match self.pin_refusal(captured, op).or_else(|| self.session_refusal(captured, op)) {
+            let refusal = self.pin_refusal(captured, op).or_else(|| self.session_refusal(captured, op)).or(self.side_refusal);
+            match refusal {
                 None => {
                     self.emit(&record);
                     return Action::Continue;
@@ -269,6 +297,29 @@ impl GrantwallHttp {
             // Cannot tell: fail closed.
             Err(_) => Some("internal-error"),
         }
+    }
+
+    /// What the body shows on the side channels: a task that is not the caller's, or a sampling response
+    /// whose `tool_use` names a tool the caller could not call itself.
+    fn side_channel_refusal(&self, captured: &Captured, message: &jsonrpc::Message<'_>, body: &[u8]) -> Option<&'static str> {
+        let caller = captured.identity.as_ref().map(|i| i.principal.as_str());
+        if message.kind == jsonrpc::MessageKind::Response {
+            let names = match sidechannel::tool_use_names(body) {
+                Ok(n) => n,
+                Err(_) => return Some("sampling-tool-denied"),
+            };
+            let request = request_of(&self.engine, captured);
+            let denied = names.iter().any(|name| {
+                let op = McpOp { name: "tools/call", base: false, method: Some(grantwall_core::config::McpMethod::ToolsCall), target: Some(name), arguments: None };
+                !self.engine.decide(&request, Some(&op)).allowed
+            });
+            return denied.then_some("sampling-tool-denied");
+        }
+        if matches!(message.method.as_ref(), "tasks/get" | "tasks/result" | "tasks/cancel") {
+            let Ok(Some(task_id)) = sidechannel::task_id_param(body) else { return Some("task-unknown") };
+            return shared::task_refusal(&task_id, caller).unwrap_or(Some("internal-error"));
+        }
+        None
     }
 
     /// A session is usable only by the identity that initialized it (all workers agree: shared data).
@@ -393,6 +444,16 @@ impl HttpContext for GrantwallHttp {
         if self.bind_session {
             self.bind_new_session();
         }
+        if let Some(stream) = self.stream.as_mut() {
+            let header = |name: &str| host::response_header(name).ok().flatten().and_then(|v| String::from_utf8(v).ok());
+            if !stream.on_headers(header(":status").as_deref(), header("content-type").as_deref()) {
+                self.stream = None;
+            } else if stream.is_sse() {
+                // Events may be removed: the length is no longer known.
+                let _ = host::remove_response_header("content-length");
+            }
+            return Action::Continue;
+        }
         let Some(watch) = self.list.as_mut() else { return Action::Continue };
         let header = |name: &str| host::response_header(name).ok().flatten().and_then(|v| String::from_utf8(v).ok());
         watch.on_headers(header(":status").as_deref(), header("content-type").as_deref(), header("content-encoding").as_deref());
@@ -410,6 +471,10 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.stream.is_some() {
+            self.watch_stream_body(body_size, end_of_stream);
+            return Action::Continue;
+        }
         if self.list.is_none() {
             return Action::Continue;
         }
@@ -419,8 +484,42 @@ impl HttpContext for GrantwallHttp {
 
 impl GrantwallHttp {
     fn keep_for_response(&mut self, captured: Captured) {
-        if self.list.is_some() || self.bind_session {
+        if self.list.is_some() || self.bind_session || self.stream.is_some() {
             self.response_ctx = Some(captured);
+        }
+    }
+
+    /// An allowed MCP response: forward events as they complete, minus refused URL elicitations; bind the
+    /// task a task-augmented request created to the caller.
+    fn watch_stream_body(&mut self, body_size: usize, end_of_stream: bool) {
+        let (Some(watch), Some(captured)) = (self.stream.as_mut(), self.response_ctx.as_ref()) else { return };
+        let hosts = captured.backend.map_or(&[][..], |b| self.engine.elicitation_url_hosts(b));
+        let mut found = StreamFindings::default();
+        let Ok(chunk) = host::response_body(body_size) else {
+            // Cannot see what passes: stop the stream's content rather than forward it unread.
+            let _ = host::set_response_body(body_size, b"");
+            return;
+        };
+        if let Some(out) = watch.on_chunk(&chunk, end_of_stream, hosts, &mut found) {
+            if out != chunk && host::set_response_body(body_size, &out).is_err() {
+                log::error!("grantwall: could not rewrite a response stream");
+            }
+        }
+        let caller = captured.identity.as_ref().map(|i| i.principal.as_str());
+        for task in &found.created_tasks {
+            if shared::bind(shared::Table::Task, task, caller).is_err() {
+                log::error!("grantwall: could not record a task binding");
+            }
+        }
+        for url in &found.refused_urls {
+            let mut record = self.base_record(captured, Some("elicitation/create"), None);
+            record.decision = "deny";
+            record.reason = "elicitation-url-refused";
+            record.detail = Some(url);
+            self.emit(&record);
+        }
+        if let Some(why) = &found.unreadable {
+            self.audit_refusal(captured, "stream-unreadable", why, None);
         }
     }
 
@@ -441,16 +540,7 @@ impl GrantwallHttp {
         let (Some(watch), Some(captured)) = (self.list.as_mut(), self.response_ctx.as_ref()) else { return Action::Continue };
         let engine = Rc::clone(&self.engine);
         let chunk = host::response_body(body_size).ok();
-        let request = Request {
-            method: &captured.method,
-            path: &captured.path,
-            authority: &captured.authority,
-            destination_port: captured.destination_port,
-            headers: &captured.headers,
-            principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
-            backend: captured.backend,
-            time: if engine.needs_time() { now() } else { None },
-        };
+        let request = request_of(&engine, captured);
         let kind = watch.kind;
         let mut changed: Vec<(String, String)> = Vec::new();
         let mut judge = |item: &ListItem<'_>| judge_item(&engine, &request, kind, item, &mut changed);
@@ -563,6 +653,8 @@ fn is_json_media_type(value: &str) -> bool {
 fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &ListItem<'_>, changed: &mut Vec<(String, String)>) -> bool {
     use grantwall_core::config::McpMethod;
     let (name, method, target) = match kind {
+        // Tasks: only the caller's own (bound when they were created).
+        ListKind::Tasks => return matches!(shared::task_refusal(item.key, request.principal), Ok(None)),
         ListKind::Tools => ("tools/call", McpMethod::ToolsCall, Some(item.key)),
         ListKind::Prompts => ("prompts/get", McpMethod::PromptsGet, Some(item.key)),
         ListKind::Resources => ("resources/read", McpMethod::ResourcesRead, Some(item.key)),
@@ -589,4 +681,18 @@ fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &Lis
         changed.push((item.key.to_owned(), detail));
     }
     !is_changed
+}
+
+/// The engine's view of a captured request.
+fn request_of<'a>(engine: &Engine, c: &'a Captured) -> Request<'a> {
+    Request {
+        method: &c.method,
+        path: &c.path,
+        authority: &c.authority,
+        destination_port: c.destination_port,
+        headers: &c.headers,
+        principal: c.identity.as_ref().map(|i| i.principal.as_str()),
+        backend: c.backend,
+        time: if engine.needs_time() { now() } else { None },
+    }
 }

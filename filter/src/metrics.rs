@@ -27,6 +27,11 @@ const DENY_REASONS: &[&str] = &[
     "list-unfilterable",
     "session-unknown",
     "session-identity-mismatch",
+    "task-unknown",
+    "task-foreign",
+    "sampling-tool-denied",
+    "elicitation-url-refused",
+    "stream-unreadable",
 ];
 
 pub struct Metrics {

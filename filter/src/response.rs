@@ -212,3 +212,116 @@ impl ListWatch {
         sse::write_event(out, None, &listfilter::unfilterable_reply(&self.id));
     }
 }
+
+/// Any other allowed MCP response on a backend with policies: SSE events pass through as they complete,
+/// except URL elicitations to hosts not on the backend's allowlist (removed, and reported); and the
+/// response to a task-augmented request is read for the `taskId` it created (nothing is changed).
+pub struct StreamWatch {
+    /// Request id of a task-augmented request whose response creates a task.
+    pub task_request_id: Option<String>,
+    sse: bool,
+    json: Vec<u8>,
+    splitter: SseSplitter,
+    /// Set when the stream must not carry anything more (an unreadable event that might be an elicitation).
+    broken: bool,
+}
+
+/// What a stream chunk showed.
+#[derive(Default)]
+pub struct StreamFindings {
+    /// Tasks created for the caller.
+    pub created_tasks: Vec<String>,
+    /// URL elicitations removed (the URLs).
+    pub refused_urls: Vec<String>,
+    pub unreadable: Option<String>,
+}
+
+impl StreamWatch {
+    pub fn new(task_request_id: Option<String>) -> Self {
+        StreamWatch { task_request_id, sse: false, json: Vec::new(), splitter: SseSplitter::new(), broken: false }
+    }
+
+    /// Response headers: only 2xx SSE or JSON bodies are read.
+    pub fn on_headers(&mut self, status: Option<&str>, content_type: Option<&str>) -> bool {
+        let success = status.is_some_and(|s| s.starts_with('2'));
+        let media = content_type.and_then(|c| c.split(';').next()).map(str::trim).unwrap_or("");
+        self.sse = media.eq_ignore_ascii_case("text/event-stream");
+        let json = media.eq_ignore_ascii_case("application/json") && self.task_request_id.is_some();
+        success && (self.sse || json)
+    }
+
+    /// Whether the SSE stream is being rewritten (Content-Length must go).
+    pub fn is_sse(&self) -> bool {
+        self.sse
+    }
+
+    /// One chunk: returns the bytes to forward instead (SSE), or None to forward the chunk unchanged.
+    pub fn on_chunk(&mut self, chunk: &[u8], end_of_stream: bool, allowed_hosts: &[String], found: &mut StreamFindings) -> Option<Vec<u8>> {
+        if !self.sse {
+            // JSON: keep a bounded copy to read the created task at the end; the body itself flows on.
+            if self.json.len() + chunk.len() <= MAX_LIST_RESPONSE_BYTES {
+                self.json.extend_from_slice(chunk);
+            }
+            if end_of_stream {
+                if let Some(id) = self.task_request_id.as_deref() {
+                    let text = String::from_utf8_lossy(&self.json);
+                    found.created_tasks.extend(grantwall_core::sidechannel::created_task_id(&text, id));
+                }
+            }
+            return None;
+        }
+        self.splitter.push(chunk);
+        let mut out = Vec::with_capacity(chunk.len());
+        while let Some(raw) = self.splitter.next_event() {
+            if self.broken {
+                continue;
+            }
+            self.on_event(&raw, &mut out, allowed_hosts, found);
+        }
+        if self.splitter.pending() > MAX_LIST_RESPONSE_BYTES {
+            let _ = self.splitter.take_rest();
+            self.broken = true;
+            found.unreadable = Some("an SSE event larger than the limit".into());
+        }
+        if end_of_stream {
+            // An unterminated last event: judged like any other, then forwarded as it was.
+            let rest = self.splitter.take_rest();
+            if !rest.is_empty() && !self.broken {
+                self.on_event(&rest, &mut out, allowed_hosts, found);
+            }
+        }
+        Some(out)
+    }
+
+    fn on_event(&mut self, raw: &[u8], out: &mut Vec<u8>, allowed_hosts: &[String], found: &mut StreamFindings) {
+        use grantwall_core::sidechannel;
+        let Ok(event) = sse::parse_event(raw) else {
+            self.broken = true;
+            found.unreadable = Some("an SSE event is not UTF-8".into());
+            return;
+        };
+        let Some(data) = event.data.as_deref() else {
+            out.extend_from_slice(raw);
+            return;
+        };
+        if let Some(id) = self.task_request_id.as_deref() {
+            found.created_tasks.extend(sidechannel::created_task_id(data, id));
+        }
+        if sidechannel::may_be_elicitation(data) {
+            match sidechannel::elicitation_url(data) {
+                Ok(None) => {}
+                Ok(Some(url)) if sidechannel::url_host_allowed(&url, allowed_hosts) => {}
+                Ok(Some(url)) => {
+                    found.refused_urls.push(url);
+                    return;
+                }
+                Err(e) => {
+                    // Cannot tell whether it is an elicitation: drop it (fail closed).
+                    found.unreadable = Some(format!("an SSE event Grantwall cannot read: {e}"));
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(raw);
+    }
+}

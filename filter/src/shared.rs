@@ -39,14 +39,34 @@ pub fn record_pin(backend: &str, pinned: &str, tool: &str, changed: bool) -> Res
     Err(HostError(host::STATUS_CAS_RETRIES))
 }
 
+/// What a binding table holds: MCP sessions, or tasks (same slot table design, own key prefix).
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Session,
+    Task,
+}
+
+fn slot_key(table: Table, id: &str) -> String {
+    let prefix = match table {
+        Table::Session => "grantwall/session/",
+        Table::Task => "grantwall/task/",
+    };
+    format!("{prefix}{}", session::slot(id))
+}
+
 fn session_key(session_id: &str) -> String {
-    format!("grantwall/session/{}", session::slot(session_id))
+    slot_key(Table::Session, session_id)
 }
 
 /// Bind a new session to the identity that initialized it (a newer session takes the slot).
 pub fn bind_session(session_id: &str, principal: Option<&str>) -> Result<(), HostError> {
-    let record = session::encode(session_id, principal, host::now_secs()?);
-    let key = session_key(session_id);
+    bind(Table::Session, session_id, principal)
+}
+
+/// Bind an id (session or task) to the identity that created it.
+pub fn bind(table: Table, id: &str, principal: Option<&str>) -> Result<(), HostError> {
+    let record = session::encode(id, principal, host::now_secs()?);
+    let key = slot_key(table, id);
     for _ in 0..4 {
         let cas = host::shared_data(&key)?.map_or(0, |(_, cas)| cas);
         if host::set_shared_data(&key, &record, cas)? == CasWrite::Written {
@@ -65,5 +85,17 @@ pub fn session_refusal(session_id: &str, caller: Option<&str>) -> Result<Option<
         session::Owner::Unknown => Some("session-unknown"),
         _ if session::may_use(&owner, caller) => None,
         _ => Some("session-identity-mismatch"),
+    })
+}
+
+/// Whether `caller` may use this task: Ok(None) yes; Ok(Some(reason)) no (unknown or someone else's).
+pub fn task_refusal(task_id: &str, caller: Option<&str>) -> Result<Option<&'static str>, HostError> {
+    let now = host::now_secs()?;
+    let record = host::shared_data(&slot_key(Table::Task, task_id))?.map(|(v, _)| v).unwrap_or_default();
+    let owner = session::owner(&record, task_id, now);
+    Ok(match owner {
+        session::Owner::Unknown => Some("task-unknown"),
+        _ if session::may_use(&owner, caller) => None,
+        _ => Some("task-foreign"),
     })
 }

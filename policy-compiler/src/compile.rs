@@ -331,6 +331,8 @@ struct Read {
     gateways: BTreeSet<String>,
     /// GrantwallToolPolicy pins: (backend ns/name, tool, sha256, where it was written).
     pins: Vec<(String, String, String, String, String)>,
+    /// GrantwallToolPolicy elicitation URL hosts: (backend ns/name, host).
+    url_hosts: Vec<(String, String)>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -426,7 +428,7 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             continue;
         }
         if obj.kind == TOOL_POLICY_KIND {
-            read_tool_pins(&obj, &mut read.pins);
+            read_tool_pins(&obj, &mut read.pins, &mut read.url_hosts);
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);
@@ -442,13 +444,25 @@ const TOOL_POLICY_KIND: &str = "GrantwallToolPolicy";
 const TOOL_POLICY_GROUP: &str = "grantwall.io";
 
 /// Pins of a (schema-validated) GrantwallToolPolicy, one per target backend and tool.
-fn read_tool_pins(obj: &Object, out: &mut Vec<(String, String, String, String, String)>) {
+fn read_tool_pins(
+    obj: &Object,
+    out: &mut Vec<(String, String, String, String, String)>,
+    url_hosts: &mut Vec<(String, String)>,
+) {
     let spec = obj.value.get("spec");
     let refs = spec.and_then(|s| s.get("targetRefs")).and_then(|v| v.as_array()).cloned().unwrap_or_default();
     let pins = spec.and_then(|s| s.get("pins")).and_then(|v| v.as_array()).cloned().unwrap_or_default();
     for r in &refs {
         let Some(name) = r.get("name").and_then(|n| n.as_str()) else { continue };
         let backend = format!("{}/{name}", obj.namespace);
+        let hosts = spec
+            .and_then(|s| s.pointer("/elicitation/urlHosts"))
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for h in hosts.iter().filter_map(|h| h.as_str()) {
+            url_hosts.push((backend.clone(), h.to_string()));
+        }
         for (i, p) in pins.iter().enumerate() {
             let (Some(tool), Some(sha)) = (p.get("tool").and_then(|v| v.as_str()), p.get("sha256").and_then(|v| v.as_str())) else {
                 continue;
@@ -461,6 +475,14 @@ fn read_tool_pins(obj: &Object, out: &mut Vec<(String, String, String, String, S
 /// Put pins on their backends; a pin for a backend not in the input, or two different pins for one tool, is
 /// an error (either would silently leave a tool unguarded or make the outcome depend on input order).
 fn apply_tool_pins(read: &Read, backends: &mut [config::Backend], diags: &mut Diags) {
+    for (backend, host) in &read.url_hosts {
+        if let Some(b) = backends.iter_mut().find(|b| &b.name == backend) {
+            if !b.elicitation_url_hosts.contains(host) {
+                b.elicitation_url_hosts.push(host.clone());
+                b.elicitation_url_hosts.sort();
+            }
+        }
+    }
     for (backend, tool, sha, at, path) in &read.pins {
         let Some(b) = backends.iter_mut().find(|b| &b.name == backend) else {
             if !read.backend_names.contains(backend) {

@@ -342,6 +342,7 @@ pub fn build(
             paths,
             policies: vec![],
             tool_pins: Default::default(),
+            elicitation_url_hosts: Vec::new(),
         });
     }
     (out, routes)

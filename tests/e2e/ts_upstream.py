@@ -25,14 +25,17 @@ def ts_server_missing() -> str | None:
     return None
 
 
-def start_ts_server(workdir: Path, timeout: float = 20.0) -> UpstreamServer:
+def start_ts_server(workdir: Path, timeout: float = 20.0, *, script: str = "server.mjs",
+                    mode: str = "stateless") -> UpstreamServer:
+    """`script`: server.mjs (stateless, differential suite) or side_channels.mjs (sessions, tasks, sampling,
+    elicitation; test_side_channels.py)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port_file, log_path, stderr_path = workdir / "port", workdir / "requests.jsonl", workdir / "server.stderr"
     port_file.unlink(missing_ok=True)
-    cmd = ["node", str(TS_DIR / "server.mjs"), "--port", "0", "--port-file", str(port_file), "--log", str(log_path)]
+    cmd = ["node", str(TS_DIR / script), "--port", "0", "--port-file", str(port_file), "--log", str(log_path)]
     with open(stderr_path, "ab") as err:
         proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=TS_DIR)
-    server = UpstreamServer(proc, 0, "stateless", UpstreamLog(log_path), stderr_path)
+    server = UpstreamServer(proc, 0, mode, UpstreamLog(log_path), stderr_path)
     try:
         deadline = time.monotonic() + timeout
         with httpx.Client(trust_env=False, timeout=2) as http:
