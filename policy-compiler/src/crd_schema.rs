@@ -517,6 +517,7 @@ mod tests {
                 "XBackend agentic.networking.x-k8s.io/v0alpha0",
                 "XAccessPolicy agentic.networking.x-k8s.io/v0alpha0",
                 "XAccessPolicy agentic.networking.x-k8s.io/v1alpha1",
+                "GrantwallToolPolicy grantwall.io/v1alpha1",
             ]
         );
     }
