@@ -11,9 +11,7 @@
 //! Grantwall cannot read with certainty is replaced by a JSON-RPC error, never passed on unfiltered.
 
 use crate::strict::{self, Members};
-use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::borrow::Cow;
 
 /// The list methods whose responses are filtered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,18 +80,6 @@ pub enum Filtered {
     Rewritten { body: Vec<u8>, kept: usize, dropped: usize },
 }
 
-#[derive(Deserialize)]
-struct Keyed<'a> {
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    uri: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "uriTemplate")]
-    uri_template: Option<Cow<'a, str>>,
-    #[serde(borrow, default, rename = "taskId")]
-    task_id: Option<Cow<'a, str>>,
-}
-
 /// Filter one JSON-RPC message if it is the response to our list request (`expected_id` as written in the
 /// request). `force_private` sets `result.cacheScope` to `"private"` (2026-07-28 caching hints).
 pub fn filter_message(
@@ -160,17 +146,10 @@ fn write_result(
             out.push(b'[');
             let mut first_item = true;
             for item in items {
-                let keyed: Keyed<'_> = serde_json::from_str(item.get())
-                    .map_err(|e| err(&format!("a listed item is not a well-formed object: {e}")))?;
-                // Duplicate keys inside items would let the client read another name than we judged.
-                strict::members(item.get()).map_err(|e| err(&format!("listed item: {e}")))?;
-                let key = match kind {
-                    ListKind::Tools | ListKind::Prompts => keyed.name,
-                    ListKind::Resources => keyed.uri,
-                    ListKind::ResourceTemplates => keyed.uri_template,
-                    ListKind::Tasks => keyed.task_id,
-                }
-                .ok_or_else(|| err(&format!("a listed item has no string {:?}", kind.key_field())))?;
+                // One pass: the key member, and no duplicate keys (the client would read the last one).
+                let key = strict::string_member(item.get(), kind.key_field())
+                    .map_err(|e| err(&format!("a listed item is not a well-formed object: {e}")))?
+                    .ok_or_else(|| err(&format!("a listed item has no string {:?}", kind.key_field())))?;
                 if judge(&ListItem { key: &key, raw: item }) {
                     if !first_item {
                         out.push(b',');

@@ -4,7 +4,7 @@
 //! Clients read duplicate keys as "last wins"; a gateway that filtered or hashed the first copy would judge
 //! something other than what the client uses, so a duplicate makes the body unfilterable (fail closed).
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -28,8 +28,8 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'a>, A::Error> {
-                let mut out: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::new();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                let mut out: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(8);
+                while let Some(key) = map.next_key_seed(StrSeed)? {
                     if out.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
                     }
@@ -41,6 +41,66 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for Members<'a> {
         }
         d.deserialize_map(V(std::marker::PhantomData))
     }
+}
+
+/// A JSON string, borrowed from the input when it has no escapes (serde's `Cow<str>` always copies).
+pub struct StrSeed;
+
+impl<'de> DeserializeSeed<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(StrVisitor)
+    }
+}
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// One member of a listed item, read in a single pass that also refuses duplicate keys at the item's top
+/// level: `Ok(None)` when the item has no such member, an error when it is not a string.
+pub fn string_member<'a>(raw: &'a str, field: &str) -> Result<Option<Cow<'a, str>>, serde_json::Error> {
+    struct V<'f>(&'f str);
+    impl<'de, 'f> Visitor<'de> for V<'f> {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(8);
+            let mut found = None;
+            while let Some(key) = map.next_key_seed(StrSeed)? {
+                if seen.iter().any(|k| *k == key) {
+                    return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                }
+                if key == self.0 {
+                    found = Some(map.next_value_seed(StrSeed)?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                seen.push(key);
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let v = de.deserialize_map(V(field))?;
+    de.end()?;
+    Ok(v)
 }
 
 /// Parse an object's members, refusing duplicates at this level.
