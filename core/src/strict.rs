@@ -84,7 +84,7 @@ pub fn string_member<'a>(raw: &'a str, field: &str) -> Result<Option<Cow<'a, str
             let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(8);
             let mut found = None;
             while let Some(key) = map.next_key_seed(StrSeed)? {
-                if seen.iter().any(|k| *k == key) {
+                if seen.contains(&key) {
                     return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
                 }
                 if key == self.0 {
