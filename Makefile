@@ -53,7 +53,7 @@ examples: build
 	dist/grantwall compile -f examples/policies/ -f examples/istio/ --emit wasmplugin \
 	  --image oci://registry.example.com/grantwall:0.1.0 -o examples/wasmplugin.yaml
 
-# The TypeScript SDK MCP server of the differential suite: npm ci into tests/e2e/ts_server/node_modules.
+# The TypeScript SDK MCP servers (differential suite, side channels): npm ci into tests/e2e/ts_server/node_modules.
 ts-server:
 	scripts/ts-server.sh
 
