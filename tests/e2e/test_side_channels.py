@@ -183,3 +183,17 @@ def test_url_elicitation_only_to_allowed_hosts(envoy, pki, client_cert, ts_log):
     refused = [json.loads(line.split("grantwall audit ", 1)[1]) for line in envoy.log_text().splitlines()
                if "elicitation-url-refused" in line]
     assert {a["detail"] for a in refused} >= {"https://evil.example.net/login", "http://auth.example.com/"}
+
+
+def test_ts_server_lists_are_filtered_per_caller(envoy, pki, client_cert):
+    """The TS SDK answers with SSE and a Content-Length: the filtered stream must drop it and stay valid."""
+    got = {}
+    for who in ("alice", "carol"):
+        s = Session(envoy, pki, client_cert(who))
+        r = s.post({"jsonrpc": "2.0", "id": "l", "method": "tools/list", "params": {}})
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert "content-length" not in r.headers or int(r.headers["content-length"]) == len(r.content)
+        got[who] = sorted(t["name"] for t in parse_jsonrpc_payload(r.headers["content-type"], r.content)[-1]["result"]["tools"])
+        s.close()
+    assert got["alice"] == ["ask-model", "delete-everything", "echo", "open-url", "slow-job"]
+    assert got["carol"] == ["ask-model", "echo", "open-url"]
