@@ -7,10 +7,14 @@
 //! empty line. A `\r` at the very end of a chunk could be the first half of `\r\n`, so the splitter waits for
 //! the next byte before treating it as a line end.
 
+use std::borrow::Cow;
+
 /// Splits a byte stream into complete SSE events.
 #[derive(Debug, Default)]
 pub struct SseSplitter {
     buf: Vec<u8>,
+    /// Start of the first event not yet handed out (consumed bytes are dropped in one go, not per event).
+    start: usize,
     /// Bytes of `buf` already scanned without finding an event end (avoids rescanning on every chunk).
     scanned: usize,
     /// Whether the previous scanned line ended (`scanned` sits at a line start).
@@ -19,9 +23,10 @@ pub struct SseSplitter {
 
 /// The fields of one event that matter to Grantwall.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SseEvent {
-    /// `data:` lines joined with `\n` (the SSE rule), None when the event has no data line.
-    pub data: Option<String>,
+pub struct SseEvent<'a> {
+    /// `data:` lines joined with `\n` (the SSE rule), None when the event has no data line. Borrowed from
+    /// the raw event when it has a single data line (the usual JSON-RPC message).
+    pub data: Option<Cow<'a, str>>,
     /// The last `id:` field, if any (kept when an event is rewritten: clients resume from it).
     pub id: Option<String>,
     /// The `event:` type, if any.
@@ -30,40 +35,54 @@ pub struct SseEvent {
 
 impl SseSplitter {
     pub fn new() -> Self {
-        SseSplitter { buf: Vec::new(), scanned: 0, at_line_start: true }
+        SseSplitter { buf: Vec::new(), start: 0, scanned: 0, at_line_start: true }
     }
 
     /// Bytes buffered but not yet part of a complete event.
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len().saturating_sub(self.start)
     }
 
     /// Append a chunk; call [`SseSplitter::next_event`] until it returns None.
     pub fn push(&mut self, chunk: &[u8]) {
+        self.compact();
         self.buf.extend_from_slice(chunk);
     }
 
-    /// The next complete event's raw bytes (blank line included), removed from the buffer.
+    /// The next complete event's raw bytes (blank line included).
     pub fn next_event(&mut self) -> Option<Vec<u8>> {
-        let end = self.find_event_end()?;
-        let rest = self.buf.split_off(end);
-        let event = std::mem::replace(&mut self.buf, rest);
-        self.scanned = 0;
+        let Some(end) = self.find_event_end() else {
+            self.compact();
+            return None;
+        };
+        let event = self.buf.get(self.start..end).map(<[u8]>::to_vec);
+        self.start = end;
+        self.scanned = end;
         self.at_line_start = true;
-        Some(event)
+        event
     }
 
     /// What is left at the end of the stream (an unterminated event, which SSE clients discard).
     pub fn take_rest(&mut self) -> Vec<u8> {
+        self.compact();
         self.scanned = 0;
         self.at_line_start = true;
         std::mem::take(&mut self.buf)
     }
 
+    /// Drop the bytes already handed out.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start.min(self.buf.len()));
+            self.scanned = self.scanned.saturating_sub(self.start);
+            self.start = 0;
+        }
+    }
+
     /// Offset just past the blank line ending the first event, scanning from where the last call stopped.
     fn find_event_end(&mut self) -> Option<usize> {
         let buf = &self.buf;
-        let mut i = self.scanned;
+        let mut i = self.scanned.max(self.start);
         let mut line_start = self.at_line_start;
         while let Some(&b) = buf.get(i) {
             let term = match b {
@@ -95,11 +114,11 @@ impl SseSplitter {
 /// Parse the fields of one raw event. Comments (`:` lines) and unknown fields are ignored, a single space
 /// after the colon is dropped, as the SSE spec says. Invalid UTF-8 is an error: the caller cannot be sure
 /// what a client would read.
-pub fn parse_event(raw: &[u8]) -> Result<SseEvent, std::str::Utf8Error> {
+pub fn parse_event(raw: &[u8]) -> Result<SseEvent<'_>, std::str::Utf8Error> {
     let text = std::str::from_utf8(raw)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut event = SseEvent::default();
-    let mut data: Option<String> = None;
+    let mut data: Option<Cow<'_, str>> = None;
     for line in text.split(['\n', '\r']) {
         if line.is_empty() || line.starts_with(':') {
             continue;
@@ -109,19 +128,20 @@ pub fn parse_event(raw: &[u8]) -> Result<SseEvent, std::str::Utf8Error> {
             None => (line, ""),
         };
         match field {
-            "data" => {
-                // SSE: append the value and a newline; the final newline is removed at dispatch.
-                let d = data.get_or_insert_with(String::new);
-                d.push_str(value);
-                d.push('\n');
-            }
+            // SSE: each data line is appended followed by a newline, and the last newline is removed at
+            // dispatch; so one line is the value itself (borrowed), several are joined with `\n`.
+            "data" => match data.as_mut() {
+                None => data = Some(Cow::Borrowed(value)),
+                Some(d) => {
+                    let d = d.to_mut();
+                    d.push('\n');
+                    d.push_str(value);
+                }
+            },
             "id" if !value.contains('\0') => event.id = Some(value.to_owned()),
             "event" => event.event = Some(value.to_owned()),
             _ => {}
         }
-    }
-    if let Some(d) = data.as_mut() {
-        d.pop();
     }
     event.data = data;
     Ok(event)

@@ -16,7 +16,7 @@ fn split(stream: &[u8], step: usize) -> Vec<(Vec<u8>, Option<String>)> {
     for chunk in stream.chunks(step) {
         s.push(chunk);
         while let Some(ev) = s.next_event() {
-            let data = parse_event(&ev).unwrap().data;
+            let data = parse_event(&ev).unwrap().data.map(|d| d.into_owned());
             out.push((ev, data));
         }
     }

@@ -36,7 +36,7 @@ fn last_sse_result(text: &str) -> Result<String, String> {
     while let Some(raw) = splitter.next_event() {
         let event = grantwall_core::sse::parse_event(&raw).map_err(|_| "an SSE event is not UTF-8".to_string())?;
         if let Some(data) = event.data.filter(|d| d.contains("\"result\"")) {
-            found = Some(data);
+            found = Some(data.into_owned());
         }
     }
     found.ok_or_else(|| "no JSON-RPC result in the SSE stream".to_string())
