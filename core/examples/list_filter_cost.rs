@@ -39,9 +39,9 @@ fn main() {
     });
     let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
     let request = Request { method: "POST", path: "/mcp", authority: "mcp", destination_port: None, headers: &[],
-                            principal: Some(ALICE), backend: Some(0) };
+                            principal: Some(ALICE), backend: Some(0), time: None };
     let judge = |name: &str| {
-        let op = McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(name) };
+        let op = McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(name), arguments: None };
         engine.decide(&request, Some(&op)).allowed
     };
     println!("100-tool tools/list response: {} bytes; caller granted 10 tools", body.len());
