@@ -368,6 +368,18 @@ impl Engine {
 
     /// Decide a request. `op` is the MCP operation, or None for traffic that is not MCP.
     pub fn decide(&self, req: &Request<'_>, op: Option<&McpOp<'_>>) -> Decision<'_> {
+        self.decide_with(req, op, false)
+    }
+
+    /// Would the caller be allowed to use a listed item (`op` synthesized from a list entry, no arguments
+    /// yet)? Like [`Engine::decide`], except that a CEL rule whose outcome depends on the call's arguments
+    /// counts as a match: some call might pass, so the item is listed, and each real call is still judged
+    /// with its arguments.
+    pub fn decide_listing(&self, req: &Request<'_>, op: &McpOp<'_>) -> Decision<'_> {
+        self.decide_with(req, Some(op), true)
+    }
+
+    fn decide_with(&self, req: &Request<'_>, op: Option<&McpOp<'_>>, listing: bool) -> Decision<'_> {
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
         // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
         let act = Activation::new(
@@ -381,6 +393,7 @@ impl Engine {
             op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
             op.and_then(|o| o.arguments),
         );
+        let act = if listing { act.with_unknown_arguments() } else { act };
         let mut cel_error = None;
         let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };
         let gateway = match self.targets.first() {
@@ -463,6 +476,8 @@ fn cel_allows<'e>(rule: &'e CompiledRule, policy: &'e str, ctx: &mut RuleCtx<'_,
     let Some(program) = &rule.cel else { return true };
     match cel::evaluate(program, ctx.act) {
         Ok(b) => b,
+        // Only when judging a listed item: the outcome waits for the real call's arguments.
+        Err(cel::EvalError::DependsOnArguments) => true,
         Err(error) => {
             ctx.cel_error.get_or_insert(CelFailure { policy, rule: &rule.name, error });
             false

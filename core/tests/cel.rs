@@ -433,3 +433,38 @@ fn every_node_kind_round_trips_through_json() {
         assert!(serde_json::from_value::<Expr>(bad.clone()).is_err(), "{bad}");
     }
 }
+
+/// A listed tool: judged before any call, so its arguments are unknown.
+fn listed(e: &Engine, tool: &str) -> bool {
+    let request = Request {
+        method: "POST",
+        path: "/mcp",
+        authority: "mcp.tools",
+        destination_port: Some(443),
+        headers: &[],
+        principal: Some(ALICE),
+        backend: Some(0),
+        time: None,
+    };
+    let op = McpOp { name: "tools/call", base: false, method: Some(grantwall_core::config::McpMethod::ToolsCall), target: Some(tool), arguments: None };
+    e.decide_listing(&request, &op).allowed
+}
+
+#[test]
+fn a_tool_is_listed_when_some_arguments_could_pass() {
+    // get-sum only below 100: listed (some call passes), and each call is still judged by its arguments.
+    let small_sums = engine(json!({"and": [tool_is("get-sum"), {"lt": [arg("a"), {"int": 100}]}]}));
+    assert!(listed(&small_sums, "get-sum"));
+    assert!(!listed(&small_sums, "echo"), "false && unknown is false: the tool-name test settles it");
+    assert!(decide(&small_sums, &call("get-sum", json!({"a": 5})), &Req::default()).0);
+    assert!(!decide(&small_sums, &call("get-sum", json!({"a": 500})), &Req::default()).0);
+    // A plain call without arguments is still denied: "unknown" exists only for listing.
+    assert_eq!(decide(&small_sums, &call("get-sum", json!(null)), &Req::default()).0, false);
+
+    // Decided without the arguments: the arguments cannot change it.
+    let either = engine(json!({"or": [tool_is("echo"), {"lt": [arg("a"), {"int": 1}]}]}));
+    assert!(listed(&either, "echo"), "true || unknown is true");
+    assert!(listed(&either, "anything"), "the argument test could pass for any tool");
+    let never = engine(json!({"and": [tool_is("echo"), {"eq": [{"var": "source.namespace"}, {"string": "elsewhere"}]}]}));
+    assert!(!listed(&never, "echo"), "no argument can make a false identity test true");
+}

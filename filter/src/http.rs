@@ -660,9 +660,9 @@ fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &Lis
         ListKind::Resources => ("resources/read", McpMethod::ResourcesRead, Some(item.key)),
         ListKind::ResourceTemplates => ("resources/read", McpMethod::ResourcesRead, None),
     };
-    // No arguments: a listed tool is judged as a call with none (CEL rules reading arguments see none).
+    // A listed tool is judged as a call whose arguments are not known yet: listed if some call could pass.
     let op = McpOp { name, base: false, method: Some(method), target, arguments: None };
-    if !engine.decide(request, Some(&op)).allowed {
+    if !engine.decide_listing(request, &op).allowed {
         return false;
     }
     let (ListKind::Tools, Some(backend)) = (kind, request.backend) else { return true };

@@ -183,6 +183,8 @@ async def test_argument_constraints_example(start_envoy, compile_policy, pki, cl
     envoy = start_envoy(config)
     carol = client_cert("carol")
     async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=carol) as mcp:
+        # Her tools are listed (some arguments pass); each call is then judged by its real arguments.
+        assert {t.name for t in (await mcp.list_tools()).tools} == {"get-sum", "echo"}
         assert await call(mcp, "get-sum", {"a": 2, "b": 3}) == "The sum of 2 and 3 is 5."
         assert await call(mcp, "get-sum", {"a": 500, "b": 3}) == "denied"
         assert await call(mcp, "get-sum", {"a": 99, "b": 0}) == "The sum of 99 and 0 is 99."

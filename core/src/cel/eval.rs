@@ -32,6 +32,9 @@ pub struct Activation<'a> {
     pub tool_name: Option<&'a str>,
     /// `params.arguments`, raw JSON text (already checked by the strict parser: no duplicate keys).
     pub arguments: Option<&'a str>,
+    /// The arguments are not known yet (judging a listed tool): reading them is
+    /// [`EvalError::DependsOnArguments`] instead of "absent".
+    pub arguments_unknown: bool,
     parsed_arguments: OnceCell<Option<Value>>,
 }
 
@@ -58,8 +61,15 @@ impl<'a> Activation<'a> {
             mcp_method,
             tool_name,
             arguments,
+            arguments_unknown: false,
             parsed_arguments: OnceCell::new(),
         }
+    }
+
+    /// The same request with arguments still to come: a listed tool, judged before any call is made.
+    pub fn with_unknown_arguments(mut self) -> Activation<'a> {
+        self.arguments_unknown = true;
+        self
     }
 
     /// Whether `request.mcp.arguments` has been parsed (tests prove the lazy path stays lazy).
@@ -86,6 +96,9 @@ pub enum EvalError {
     NotBool,
     /// `params.arguments` could not be read as JSON.
     BadArguments,
+    /// The result depends on arguments that are not known yet (only when judging a listed tool): some call
+    /// might pass, so the tool is listed; the call itself is judged with its real arguments.
+    DependsOnArguments,
 }
 
 impl fmt::Display for EvalError {
@@ -100,6 +113,7 @@ impl fmt::Display for EvalError {
             EvalError::BudgetExceeded => write!(f, "evaluation budget of {} steps exceeded", LIMITS.steps),
             EvalError::NotBool => f.write_str("expression did not evaluate to a bool"),
             EvalError::BadArguments => f.write_str("params.arguments is not readable JSON"),
+            EvalError::DependsOnArguments => f.write_str("depends on the call's arguments"),
         }
     }
 }
@@ -268,6 +282,9 @@ impl<'a> Evaluator<'a> {
             Var::McpToolName => s(act.tool_name.ok_or(absent)?),
             Var::McpMethod => s(act.mcp_method.ok_or(absent)?),
             Var::McpArguments => {
+                if act.arguments_unknown {
+                    return Err(EvalError::DependsOnArguments);
+                }
                 let raw = act.arguments.ok_or(absent)?;
                 let parsed = act.parsed_arguments.get_or_init(|| serde_json::from_str(raw).ok());
                 from_json(parsed.as_ref().ok_or(EvalError::BadArguments)?)
@@ -289,6 +306,9 @@ impl<'a> Evaluator<'a> {
                 Ok(_) => {
                     error.get_or_insert(EvalError::TypeMismatch(if decisive { "_||_" } else { "_&&_" }));
                 }
+                // "Depends on the arguments" outranks other errors: with some arguments the other operands
+                // may not matter (Kleene logic: only a decisive operand settles the result).
+                Err(EvalError::DependsOnArguments) => error = Some(EvalError::DependsOnArguments),
                 Err(e) => {
                     error.get_or_insert(e);
                 }
