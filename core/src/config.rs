@@ -97,6 +97,13 @@ pub struct IdentitySettings {
     /// Whether the `x-forwarded-client-cert` header may name the caller.
     #[serde(default)]
     pub forwarded_client_cert: ForwardedClientCert,
+    /// Bearer tokens (JWT): providers, where a token is required, precedence over the mTLS peer.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub jwt: crate::jwt::JwtSettings,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -220,8 +220,8 @@ impl Engine {
         validate_settings(&config.settings)?;
         let mut principal_ids = HashMap::with_capacity(config.principals.len());
         for (i, p) in config.principals.iter().enumerate() {
-            if !is_spiffe_id(p) {
-                return Err(config_error(format!("principals[{i}]"), format!("{p:?} is not a SPIFFE ID")));
+            if !is_spiffe_id(p) && !crate::identity::is_oidc_principal(p) {
+                return Err(config_error(format!("principals[{i}]"), format!("{p:?} is not a SPIFFE ID or oidc:// principal")));
             }
             if principal_ids.insert(p.clone(), index_u32(i)).is_some() {
                 return Err(config_error(format!("principals[{i}]"), format!("{p:?} is listed twice")));
@@ -602,6 +602,8 @@ fn validate_settings(settings: &Settings) -> Result<(), ConfigError> {
             "trust: fromPeers needs at least one peer SPIFFE ID",
         ));
     }
+    // Token keys are parsed here too, so `grantwall compile` refuses a key the filter would refuse.
+    crate::jwt::Verifier::new(&settings.identity.jwt).map_err(|(at, why)| config_error(at, why))?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
-//! Who is calling. Today: the SPIFFE ID of the mTLS peer, or the one a trusted proxy forwarded in
-//! `x-forwarded-client-cert`. Token-based sources (JWT, service-account tokens) will add variants to
-//! [`IdentitySource`]; everything downstream only sees the resolved principal string.
+//! Who is calling: the SPIFFE ID of the mTLS peer, the one a trusted proxy forwarded in
+//! `x-forwarded-client-cert`, or a verified bearer token (`jwt`). [`with_token`] combines a token with the
+//! peer identity: they must agree unless the peer is a configured forwarding proxy — never merged silently.
+//! Everything downstream only sees the resolved principal string.
 
 use crate::config::{ForwardedClientCert, XfccTrust};
 
@@ -17,6 +18,10 @@ pub enum IdentitySource {
     MtlsPeer,
     /// `x-forwarded-client-cert` set by a proxy we were configured to trust.
     ForwardedClientCert,
+    /// A verified JWT (OIDC or Kubernetes service-account token).
+    Jwt,
+    /// A verified JWT naming the same principal as the mTLS peer or XFCC.
+    JwtAndPeer,
 }
 
 impl IdentitySource {
@@ -24,6 +29,8 @@ impl IdentitySource {
         match self {
             IdentitySource::MtlsPeer => "mtls",
             IdentitySource::ForwardedClientCert => "xfcc",
+            IdentitySource::Jwt => "jwt",
+            IdentitySource::JwtAndPeer => "jwt+peer",
         }
     }
 }
@@ -32,12 +39,15 @@ impl IdentitySource {
 pub enum IdentityError {
     /// A trusted XFCC header that cannot be read with certainty.
     MalformedForwardedClientCert(&'static str),
+    /// The token names a different caller than the connection does.
+    Conflict,
 }
 
 impl IdentityError {
     pub fn message(&self) -> &'static str {
         match self {
             IdentityError::MalformedForwardedClientCert(why) => why,
+            IdentityError::Conflict => "the bearer token names a different caller than the mTLS peer or x-forwarded-client-cert",
         }
     }
 }
@@ -65,6 +75,28 @@ pub fn resolve(
     Ok(peer.map(|p| Identity { principal: p.to_owned(), source: IdentitySource::MtlsPeer }))
 }
 
+/// Combine the connection's identity with a verified token's principal.
+///
+/// Precedence: a token from a configured forwarding peer (an ingress gateway calling for agents) names the
+/// caller; otherwise the token and the connection must name the same principal, or the request is refused.
+pub fn with_token(
+    peer_uri_san: Option<&str>,
+    connection: Option<Identity>,
+    token_principal: Option<&str>,
+    forwarding_peers: &[String],
+) -> Result<Option<Identity>, IdentityError> {
+    let Some(token) = token_principal else { return Ok(connection) };
+    let from_forwarder = peer_uri_san.is_some_and(|p| forwarding_peers.iter().any(|f| f == p));
+    match connection {
+        Some(c) if c.source == IdentitySource::MtlsPeer && from_forwarder => {
+            Ok(Some(Identity { principal: token.to_owned(), source: IdentitySource::Jwt }))
+        }
+        Some(c) if c.principal == token => Ok(Some(Identity { principal: c.principal, source: IdentitySource::JwtAndPeer })),
+        Some(_) => Err(IdentityError::Conflict),
+        None => Ok(Some(Identity { principal: token.to_owned(), source: IdentitySource::Jwt })),
+    }
+}
+
 /// `spiffe://trust-domain/path`, as KAN's CRD pattern allows (lower-case trust domain, no query/fragment).
 pub fn is_spiffe_id(uri: &str) -> bool {
     let Some(rest) = uri.strip_prefix("spiffe://") else { return false };
@@ -72,6 +104,11 @@ pub fn is_spiffe_id(uri: &str) -> bool {
     !domain.is_empty()
         && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
         && path.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/'))
+}
+
+/// `oidc://<issuer host/path>#<sub>`: the principal a non-Kubernetes token maps to (see `jwt`).
+pub fn is_oidc_principal(p: &str) -> bool {
+    p.strip_prefix("oidc://").and_then(|r| r.split_once('#')).is_some_and(|(iss, sub)| !iss.is_empty() && !sub.is_empty())
 }
 
 /// The `URI` of the last element of an XFCC header: the client of the proxy that forwarded to us.

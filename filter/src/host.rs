@@ -194,6 +194,17 @@ fn ok(rc: u32) -> Result<(), HostError> {
     }
 }
 
+/// Remove a request header (the bearer token, before the upstream sees it).
+pub fn remove_request_header(name: &str) -> Result<(), HostError> {
+    // SAFETY: the name buffer lives for the call.
+    let status = unsafe { proxy_remove_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len()) };
+    if status == STATUS_OK || status == STATUS_NOT_FOUND {
+        Ok(())
+    } else {
+        Err(HostError(status))
+    }
+}
+
 /// A host property (e.g. `connection.uri_san_peer_certificate`), or None when the host does not have it.
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
     let encoded = encode_path(path);

@@ -5,6 +5,7 @@
 //! the headers phase (`Action::Pause`, which needs `allow_on_headers_stop_iteration: true` in Envoy) so a
 //! denied request never reaches the upstream.
 
+use crate::auth;
 use crate::host;
 use crate::metrics::Metrics;
 use crate::response::{BodyStep, ListStats, ListWatch, StreamFindings, StreamWatch};
@@ -15,6 +16,7 @@ use grantwall_core::engine::{BackendId, Engine, Request};
 use grantwall_core::identity::{self, Identity};
 use grantwall_core::jsonrpc::{self, ParseError};
 use grantwall_core::listfilter::{ListItem, ListKind};
+use grantwall_core::jwt::Verifier;
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
 use grantwall_core::respond::{self, Reply};
 use grantwall_core::sidechannel;
@@ -27,6 +29,7 @@ const AUDIT_PROPERTY: &str = "grantwall_audit";
 
 pub struct GrantwallHttp {
     engine: Rc<Engine>,
+    verifier: Rc<Verifier>,
     metrics: Rc<Metrics>,
     /// Set while the body of an inspected POST is being buffered.
     pending: Option<Captured>,
@@ -69,12 +72,15 @@ struct Refusal {
     code: i32,
     reason: &'static str,
     message: String,
+    /// For 401: the Bearer challenge.
+    www_authenticate: Option<String>,
 }
 
 impl GrantwallHttp {
-    pub fn new(engine: Rc<Engine>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(engine: Rc<Engine>, verifier: Rc<Verifier>, metrics: Rc<Metrics>) -> Self {
         GrantwallHttp {
             engine,
+            verifier,
             metrics,
             pending: None,
             #[cfg(feature = "trap-test")]
@@ -99,6 +105,17 @@ impl GrantwallHttp {
         let xfcc = header_str("x-forwarded-client-cert")?;
         let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), &engine.settings().identity.forwarded_client_cert)
             .map_err(|e| refusal(400, -32600, "identity-error", e.message()))?;
+        let jwt = &engine.settings().identity.jwt;
+        let token = match auth::authenticate(&self.verifier, jwt, backend.and_then(|b| engine.backend_name(b))) {
+            Ok(token) => token,
+            Err(Ok(ch)) => {
+                return Err(Refusal { status: 401, code: -32001, reason: ch.reason, message: ch.message, www_authenticate: Some(ch.www_authenticate) })
+            }
+            Err(Err(_)) => return Err(refusal(500, -32603, "internal-error", "could not read or strip the bearer token")),
+        };
+        // TODO(#4 CEL): hand `token.claims` to the CEL engine as `jwt.claims` once it is in main.
+        let identity = identity::with_token(peer.as_deref(), identity, token.as_ref().map(|t| t.principal.as_str()), &jwt.forwarding_peers)
+            .map_err(|e| refusal(403, -32600, "identity-conflict", e.message()))?;
         let mut captured = Captured {
             method,
             path,
@@ -213,7 +230,7 @@ impl GrantwallHttp {
         if let Err(mismatch) = mcp::check_routing_headers(&message, &routing) {
             let reply = respond::error_reply(400, message.id, HEADER_MISMATCH_CODE, mismatch.message(), Some("header-mismatch"));
             self.audit_refusal(captured, "header-mismatch", mismatch.message(), Some(message.method.as_ref()));
-            self.reply(&reply);
+            self.reply(&reply, None);
             return Ok(Action::Pause);
         }
         let op = McpOp::from_message(&message);
@@ -270,7 +287,7 @@ impl GrantwallHttp {
         if reason == "session-unknown" {
             // 404 is what tells an MCP client to start a new session (what the server itself answers).
             let reply = respond::error_reply(404, id, -32001, "Session not found", Some(reason));
-            self.reply(&reply);
+            self.reply(&reply, None);
             return Action::Pause;
         }
         let reply = respond::forbidden(
@@ -280,7 +297,7 @@ impl GrantwallHttp {
             op.and_then(|o| o.target),
             reason,
         );
-        self.reply(&reply);
+        self.reply(&reply, None);
         Action::Pause
     }
 
@@ -369,8 +386,11 @@ impl GrantwallHttp {
         let _ = host::set_property(&[AUDIT_PROPERTY], line.as_bytes());
     }
 
-    fn reply(&self, reply: &Reply) {
-        let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
+    fn reply(&self, reply: &Reply, www_authenticate: Option<&str>) {
+        let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        if let Some(challenge) = www_authenticate {
+            headers.push(("www-authenticate", challenge));
+        }
         if host::send_response(reply.status, &headers, reply.body.as_bytes()).is_err() {
             log::error!("grantwall: could not send local reply (status {})", reply.status);
         }
@@ -386,7 +406,7 @@ impl GrantwallHttp {
             }
         }
         let reply = respond::error_reply(r.status, None, r.code, &r.message, Some(r.reason));
-        self.reply(&reply);
+        self.reply(&reply, r.www_authenticate.as_deref());
         Action::Pause
     }
 }
@@ -598,7 +618,7 @@ fn now() -> Option<Timestamp> {
 }
 
 fn refusal(status: u32, code: i32, reason: &'static str, message: &str) -> Refusal {
-    Refusal { status, code, reason, message: message.to_owned() }
+    Refusal { status, code, reason, message: message.to_owned(), www_authenticate: None }
 }
 
 fn parse_refusal(e: &ParseError) -> Refusal {

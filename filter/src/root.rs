@@ -11,6 +11,7 @@
 use crate::http::GrantwallHttp;
 use crate::metrics::Metrics;
 use grantwall_core::engine::Engine;
+use grantwall_core::jwt::Verifier;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 use std::rc::Rc;
@@ -18,6 +19,8 @@ use std::rc::Rc;
 #[derive(Default)]
 pub struct GrantwallRoot {
     engine: Option<Rc<Engine>>,
+    /// Token keys parsed once per config (RSA/EC key parsing is not per request).
+    verifier: Option<Rc<Verifier>>,
     metrics: Option<Rc<Metrics>>,
 }
 
@@ -31,6 +34,14 @@ impl RootContext for GrantwallRoot {
         };
         match Engine::from_json(&config) {
             Ok(engine) => {
+                let verifier = match Verifier::new(&engine.settings().identity.jwt) {
+                    Ok(v) => v,
+                    Err((at, why)) => {
+                        log::error!("grantwall: invalid Grantwall config at {at}: {why}; the plugin refuses to start");
+                        return false;
+                    }
+                };
+                self.verifier = Some(Rc::new(verifier));
                 log::info!("grantwall: config loaded ({} bytes)", config.len());
                 self.engine = Some(Rc::new(engine));
                 if self.metrics.is_none() {
@@ -47,8 +58,9 @@ impl RootContext for GrantwallRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let engine = Rc::clone(self.engine.as_ref()?);
+        let verifier = Rc::clone(self.verifier.as_ref()?);
         let metrics = Rc::clone(self.metrics.as_ref()?);
-        Some(Box::new(GrantwallHttp::new(engine, metrics)))
+        Some(Box::new(GrantwallHttp::new(engine, verifier, metrics)))
     }
 
     fn get_type(&self) -> Option<ContextType> {

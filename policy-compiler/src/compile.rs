@@ -4,6 +4,7 @@
 
 use crate::crd_schema;
 use crate::diag::Diags;
+use crate::identity_crd::{self, ProviderIr};
 use crate::input::{self, Object, Source};
 use crate::policy::{self, PolicyIr, TargetKey, GROUP};
 use crate::routes::{self, BackendIr, PathAlias};
@@ -177,6 +178,9 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         policies: gateway_policies.iter().map(|p| to_policy(p)).collect(),
     };
 
+    let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
+    let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
+
     if diags.has_errors() {
         diags.sort();
         return Err(diags);
@@ -194,6 +198,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                     trust: opts.xfcc_trust,
                     peers,
                 },
+                jwt,
             },
             audit_log: true,
         },
@@ -333,6 +338,7 @@ struct Read {
     pins: Vec<(String, String, String, String, String)>,
     /// GrantwallToolPolicy elicitation URL hosts: (backend ns/name, host).
     url_hosts: Vec<(String, String)>,
+    providers: Vec<ProviderIr>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -343,7 +349,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
     };
     for mut obj in objects {
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
-            || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP);
+            || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
+            || (obj.group() == identity_crd::GROUP && obj.kind == identity_crd::KIND);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -427,8 +434,13 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             }
             continue;
         }
-        if obj.kind == TOOL_POLICY_KIND {
+        if obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP {
             read_tool_pins(&obj, &mut read.pins, &mut read.url_hosts);
+        } else if obj.kind == identity_crd::KIND {
+            let file = obj.origin.file.clone();
+            if let Some(p) = identity_crd::read(&obj, &file, &opts.trust_domain, diags) {
+                read.providers.push(p);
+            }
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);

@@ -18,6 +18,9 @@ const XACCESSPOLICY_CRD: &str =
     include_str!("../crds/kan/agentic.networking.x-k8s.io_xaccesspolicies.yaml");
 /// Grantwall's own extension (shipped for `kubectl apply` under crds/).
 const TOOLPOLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwalltoolpolicies.yaml");
+/// Grantwall's own kinds, in KAN's style.
+const IDENTITY_PROVIDER_CRD: &str =
+    include_str!("../crds/grantwall/grantwall.io_grantwallidentityproviders.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -95,6 +98,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         let mut all = load_crd(XBACKEND_CRD)?;
         all.extend(load_crd(XACCESSPOLICY_CRD)?);
         all.extend(load_crd(TOOLPOLICY_CRD)?);
+        all.extend(load_crd(IDENTITY_PROVIDER_CRD)?);
         Ok(all)
     })
     .as_deref()
