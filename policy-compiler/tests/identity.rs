@@ -1,0 +1,104 @@
+//! GrantwallIdentityProvider → settings.identity.jwt: CRD validation, JWKS checks, targets.
+
+mod common;
+
+use common::*;
+
+const RSA: &str = r#"{"kty":"RSA","kid":"k8s-1","n":"1r_fpjH7GZPQv2zTZkCThOx6lYKS8HXRPgTy4loFNGZgFofpfYs5UL2DvMVPrlUSKJVrFKfzZx6JUuw3o7X1gMYZQDt10xKxi8fd3Qwnrmn74wSoAd_HTpWThJek--r9cTNCYL02QFxAmpOddh7SOy1xzLICshOMt4diTXfwx2Ql_5SqFjCqXALVdC_B0pth6uR5xby7afrKlt6xA6hVz50198UIPIGSWE0lRT4jruC4R6BeVOalv-LQECrcJvtvu2YqVGbIiqvz7wyBie66CvZZzWcZgjJGvqujOP9WpNrA2WW0Berhi3vqLW_JSarEouArmMxj3aZulljgfBK1pQ","e":"AQAB","use":"sig"}"#;
+const EC: &str = r#"{"kty":"EC","crv":"P-256","kid":"idp-1","x":"sEItgdZXhiEoPos5CL4f3VJFeaZBZWeH--unyWtxBC8","y":"p3eNXMhTrc9zOnEXbICua1r1hoGrOIFT0wYfD3mtRW0"}"#;
+
+const BACKEND: &str = "
+apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {name: mcp-server, namespace: tools}
+spec:
+  mcp: {serviceName: mcp-server, port: 8000, path: /mcp}
+";
+
+fn provider(name: &str, issuer: &str, extra: &str, keys: &str) -> String {
+    format!(
+        "---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: {name}, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: \"{issuer}\", audiences: [mcp-gateway]}}
+  jwks:
+    inline: '{{\"keys\":[{keys}]}}'
+{extra}"
+    )
+}
+
+#[test]
+fn providers_compile_with_defaults_and_requirements() {
+    let k8s = provider(
+        "kubernetes",
+        "https://kubernetes.default.svc.cluster.local",
+        "  tokenType: ServiceAccount
+  requireToken:
+    targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]
+    resourceMetadata: https://gw.example/.well-known/oauth-protected-resource
+  forwardingPeers: [spiffe://cluster.local/ns/istio-system/sa/ingress]
+",
+        RSA,
+    );
+    let idp = provider("corp", "https://login.example.com", "  token: {header: X-Agent-Token, prefix: ''}\n", EC);
+    let config = compile_ok(&format!("{BACKEND}{k8s}{idp}"));
+    let jwt = &config.settings.identity.jwt;
+    assert_eq!(jwt.providers.len(), 2);
+    let corp = &jwt.providers[0];
+    assert_eq!((corp.name.as_str(), corp.header.as_str(), corp.prefix.as_str()), ("tools/corp", "x-agent-token", ""));
+    assert_eq!((corp.clock_skew_seconds, corp.forward_token, corp.kubernetes_trust_domain.as_deref()), (60, false, None));
+    let k = &jwt.providers[1];
+    assert_eq!(k.kubernetes_trust_domain.as_deref(), Some("cluster.local"));
+    assert_eq!(k.keys[0].alg.as_deref(), Some("RS256"), "RSA without alg is RS256");
+    assert_eq!((k.header.as_str(), k.prefix.as_str()), ("authorization", "Bearer "));
+    assert_eq!(jwt.required.len(), 1);
+    assert_eq!(jwt.required[0].backend.as_deref(), Some("tools/mcp-server"));
+    assert_eq!(jwt.forwarding_peers, ["spiffe://cluster.local/ns/istio-system/sa/ingress"]);
+}
+
+#[test]
+fn unusable_keys_and_ambiguous_providers_are_errors() {
+    let private = RSA.replace("\"use\":\"sig\"", "\"d\":\"AAAA\"");
+    let cases = [
+        (provider("a", "https://i.example", "", &private), "private key"),
+        (provider("a", "https://i.example", "", &format!("{EC},{EC}")), "share a kid"),
+        (provider("a", "https://i.example", "", r#"{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#), "spec.jwks"),
+        (provider("a", "https://i.example", "", r#"{"kty":"oct","k":"c2VjcmV0"}"#), "oct keys need alg HS256"),
+        (provider("a", "http://i.example", "", EC), "spec.oidc.issuerUrl"),
+        (format!("{}{}", provider("a", "https://i.example", "", EC), provider("b", "https://i.example", "", EC)), "already defined"),
+        (
+            provider("a", "https://i.example", "  requireToken:\n    targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: nope}]\n", EC),
+            "XBackend tools/nope is not in the input",
+        ),
+        (provider("a", "https://i.example", "  clockSkewSeconds: 3600\n", EC), "spec.clockSkewSeconds"),
+        (provider("a", "https://i.example", "  tokenType: Magic\n", EC), "spec.tokenType"),
+    ];
+    for (yaml, expect) in cases {
+        let errors = compile_err(&format!("{BACKEND}{yaml}"));
+        assert!(errors.iter().any(|e| e.contains(expect)), "{expect}: {errors:#?}");
+    }
+}
+
+#[test]
+fn jwks_from_a_file_beside_the_yaml() {
+    let dir = temp_dir("jwks");
+    write(&dir, "keys/idp.json", &format!("{{\"keys\":[{EC}]}}"));
+    let yaml = format!(
+        "{BACKEND}---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: corp, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: https://login.example.com, audiences: [a]}}
+  jwks: {{file: keys/idp.json}}
+"
+    );
+    let path = write(&dir, "policies/../policy.yaml", &yaml);
+    let out = grantwall(&dir, &["compile", "-f", path.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"kid\":\"idp-1\""));
+    let missing = grantwall(&dir, &["compile", "-f", "-"], Some(&yaml.replace("keys/idp.json", "nope.json")));
+    assert!(stderr(&missing).contains("cannot read"), "{}", stderr(&missing));
+}

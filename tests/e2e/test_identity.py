@@ -1,0 +1,201 @@
+"""Bearer-token identity (issue #5) in real Envoy with the real MCP SDK client.
+
+Tokens are signed here with PyJWT + cryptography; their public keys reach the filter only through a
+GrantwallIdentityProvider compiled by `grantwall compile`. Checked: a Kubernetes service-account token
+and the same account's mTLS certificate meet the same XAccessPolicy rule; invalid tokens get 401 with a
+Bearer challenge and never reach the upstream; the token is stripped before the upstream; a token that
+disagrees with the mTLS peer is refused; a required token that is missing gets the MCP challenge.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from mcp.shared.exceptions import MCPError
+
+from .clients import RawSession, mcp_client, post_jsonrpc, text_of
+from .pki import spiffe_sa
+
+pytestmark = pytest.mark.anyio
+
+K8S_ISSUER = "https://kubernetes.default.svc.cluster.local"
+OIDC_ISSUER = "https://issuer.test"
+AUD = "mcp-gateway"
+FORBIDDEN = "Access to this tool is forbidden."
+METADATA = "https://gateway.test/.well-known/oauth-protected-resource"
+
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
+OTHER_RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def jwks(key, alg: str, kid: str) -> str:
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
+    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    return json.dumps({"keys": [jwk]})
+
+
+def sa_token(name: str, namespace: str = "agents", *, key=RSA_KEY, aud: str = AUD, exp_in: int = 600, **extra) -> str:
+    now = int(time.time())
+    claims = {"iss": K8S_ISSUER, "sub": f"system:serviceaccount:{namespace}:{name}", "aud": [aud],
+              "iat": now, "nbf": now, "exp": now + exp_in,
+              "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "u-1"}}}
+    claims.update(extra)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k8s-1"})
+
+
+def oidc_token(sub: str, *, aud: str = AUD) -> str:
+    now = int(time.time())
+    return jwt.encode({"iss": OIDC_ISSUER, "sub": sub, "aud": aud, "iat": now, "exp": now + 600}, EC_KEY,
+                      algorithm="ES256", headers={"kid": "oidc-1"})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def audits(envoy, predicate, count: int = 1) -> list[dict]:
+    """Grantwall audit records matching `predicate`, waiting for Envoy to flush them."""
+    def parsed(entry: dict) -> dict | None:
+        raw = entry.get("grantwall")
+        return json.loads(raw) if isinstance(raw, str) and raw not in ("", "-") else None
+    entries = envoy.wait_access_log(lambda e: (a := parsed(e)) is not None and predicate(a), count=count)
+    return [parsed(e) for e in entries]
+
+
+BACKEND_AND_POLICY = """
+apiVersion: agentic.networking.x-k8s.io/v0alpha0
+kind: XBackend
+metadata: {name: mcp-server, namespace: tools}
+spec:
+  mcp: {serviceName: mcp-server, port: 8000, path: /mcp}
+---
+apiVersion: agentic.networking.x-k8s.io/v1alpha1
+kind: XAccessPolicy
+metadata: {name: agent-tools, namespace: tools}
+spec:
+  targetRefs:
+  - {group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}
+  action: Allow
+  rules:
+  - name: alice-sum-and-echo
+    source: {type: ServiceAccount, serviceAccount: {name: alice, namespace: agents}}
+    authorization:
+      type: Inline
+      mcp:
+        mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
+        methods: [{name: tools/call, params: [get-sum, echo]}]
+"""
+
+
+def providers(require: bool) -> str:
+    required = ("\n  requireToken:\n    targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]"
+                f"\n    resourceMetadata: {METADATA}") if require else ""
+    return f"""
+---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: kubernetes, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: "{K8S_ISSUER}", audiences: [{AUD}]}}
+  tokenType: ServiceAccount
+  jwks:
+    inline: '{jwks(RSA_KEY, "RS256", "k8s-1")}'{required}
+---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: corp-idp, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: "{OIDC_ISSUER}", audiences: [{AUD}]}}
+  jwks:
+    inline: '{jwks(EC_KEY, "ES256", "oidc-1")}'
+"""
+
+
+@pytest.fixture(scope="module")
+def envoy(start_envoy, compile_policy):
+    return start_envoy(compile_policy(BACKEND_AND_POLICY + providers(require=False)))
+
+
+async def test_service_account_token_and_mtls_meet_the_same_rule(envoy, pki, client_cert, upstream_log):
+    # Over mTLS (no token) ...
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert("alice")) as mcp:
+        assert text_of(await mcp.call_tool("get-sum", {"a": 2, "b": 3})) == "The sum of 2 and 3 is 5."
+    # ... and with alice's service-account token and no client certificate at all.
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, headers=bearer(sa_token("alice"))) as mcp:
+        assert text_of(await mcp.call_tool("get-sum", {"a": 4, "b": 5})) == "The sum of 4 and 5 is 9."
+        with pytest.raises(MCPError) as denied:
+            await mcp.call_tool("delete-everything", {})
+        assert (denied.value.code, denied.value.message) == (403, FORBIDDEN)
+        # The session survives the denial.
+        assert text_of(await mcp.call_tool("echo", {"message": "still"})) == "still"
+    assert upstream_log.tools_executed() == ["get-sum", "get-sum", "echo"]
+    # The token never reaches the upstream.
+    assert all("authorization" not in r["headers"] for r in upstream_log.requests())
+    found = audits(envoy, lambda a: a.get("target") == "get-sum", count=2)
+    assert {(a["identity"], a["identitySource"]) for a in found} == {
+        (spiffe_sa("alice"), "mtls"), (spiffe_sa("alice"), "jwt")}
+
+
+async def test_token_and_matching_certificate_together(envoy, pki, client_cert, upstream_log):
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert("alice"), headers=bearer(sa_token("alice"))) as mcp:
+        assert text_of(await mcp.call_tool("echo", {"message": "both"})) == "both"
+    assert audits(envoy, lambda a: a.get("identitySource") == "jwt+peer")
+
+
+def _init_body() -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                       "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                  "clientInfo": {"name": "t", "version": "0"}}}).encode()
+
+
+@pytest.mark.parametrize("case", ["wrong-audience", "expired", "wrong-key", "alg-none", "unknown-issuer", "garbage"])
+async def test_invalid_tokens_get_401_and_never_reach_the_upstream(envoy, pki, upstream_log, case):
+    token = {
+        "wrong-audience": lambda: sa_token("alice", aud="some-other-api"),
+        "expired": lambda: sa_token("alice", exp_in=-3600),
+        "wrong-key": lambda: sa_token("alice", key=OTHER_RSA_KEY),
+        "alg-none": lambda: jwt.encode({"iss": K8S_ISSUER, "sub": "system:serviceaccount:agents:alice", "aud": AUD,
+                                        "exp": int(time.time()) + 600}, None, algorithm="none"),
+        "unknown-issuer": lambda: jwt.encode({"iss": "https://evil.test", "sub": "x", "aud": AUD,
+                                              "exp": int(time.time()) + 600}, RSA_KEY, algorithm="RS256"),
+        "garbage": lambda: "not.a.jwt!",
+    }[case]()
+    resp = post_jsonrpc(envoy.url(), _init_body(), bearer(token), ca=pki.ca_cert)
+    assert resp.status == 401
+    challenge = resp.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="grantwall", error="invalid_token"'), challenge
+    assert json.loads(resp.body)["error"]["data"]["reason"] == "invalid-token"
+    assert upstream_log.requests() == []
+
+
+async def test_a_token_that_disagrees_with_the_certificate_is_refused(envoy, pki, client_cert, upstream_log):
+    resp = post_jsonrpc(envoy.url(), _init_body(), bearer(sa_token("bob")), cert=client_cert("alice"), ca=pki.ca_cert)
+    assert resp.status == 403
+    assert json.loads(resp.body)["error"]["data"]["reason"] == "identity-conflict"
+    assert upstream_log.requests() == []
+
+
+async def test_oidc_tokens_name_issuer_and_subject(envoy, pki, upstream_log):
+    resp = post_jsonrpc(envoy.url(), _init_body(), bearer(oidc_token("agent-7")), ca=pki.ca_cert)
+    # No rule names this principal yet: default deny, with the OIDC principal in the audit record.
+    assert resp.status == 200 and resp.message()["error"]["code"] == 403
+    assert audits(envoy, lambda a: (a["identity"], a["identitySource"]) == ("oidc://issuer.test#agent-7", "jwt"))
+    assert upstream_log.requests() == []
+
+
+async def test_a_required_token_that_is_missing_gets_the_mcp_challenge(start_envoy, compile_policy, pki, client_cert, upstream_log):
+    required = start_envoy(compile_policy(BACKEND_AND_POLICY + providers(require=True)))
+    resp = post_jsonrpc(required.url(), _init_body(), {}, cert=client_cert("alice"), ca=pki.ca_cert)
+    assert resp.status == 401
+    assert resp.headers["www-authenticate"] == f'Bearer realm="grantwall", resource_metadata="{METADATA}"'
+    assert json.loads(resp.body)["error"]["data"]["reason"] == "token-missing"
+    assert upstream_log.requests() == []
+    # With the token the real client works, certificate or not.
+    async with mcp_client(required.url(), ca=pki.ca_cert, headers=bearer(sa_token("alice"))) as mcp:
+        assert text_of(await mcp.call_tool("echo", {"message": "ok"})) == "ok"
+    assert upstream_log.tools_executed() == ["echo"]
