@@ -142,6 +142,16 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     for p in &emitted {
         principals.extend(p.rules.iter().filter_map(|r| r.principal.clone()));
     }
+    // An OIDC source whose issuer no provider verifies can never match: say so.
+    for p in principals.iter().filter(|p| p.starts_with("oidc://")) {
+        let known = read.providers.iter().any(|ir| {
+            ir.provider.kubernetes_trust_domain.is_none()
+                && p.starts_with(&grantwall_core::jwt::oidc_principal(&ir.provider.issuer, ""))
+        });
+        if !known {
+            diags.warn(format!("source {p}: no GrantwallIdentityProvider (tokenType OIDC) has this issuer, so no request can carry this identity"));
+        }
+    }
     let principals: Vec<String> = principals.into_iter().collect();
     let index: BTreeMap<&str, u32> = principals
         .iter()
@@ -350,7 +360,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
     for mut obj in objects {
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
-            || (obj.group() == identity_crd::GROUP && obj.kind == identity_crd::KIND);
+            || (obj.group() == identity_crd::GROUP
+                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND));
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {

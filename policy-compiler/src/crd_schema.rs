@@ -21,6 +21,8 @@ const TOOLPOLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwalltool
 /// Grantwall's own kinds, in KAN's style.
 const IDENTITY_PROVIDER_CRD: &str =
     include_str!("../crds/grantwall/grantwall.io_grantwallidentityproviders.yaml");
+const ACCESS_POLICY_CRD: &str =
+    include_str!("../crds/grantwall/grantwall.io_grantwallaccesspolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -99,6 +101,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         all.extend(load_crd(XACCESSPOLICY_CRD)?);
         all.extend(load_crd(TOOLPOLICY_CRD)?);
         all.extend(load_crd(IDENTITY_PROVIDER_CRD)?);
+        all.extend(load_crd(ACCESS_POLICY_CRD)?);
         Ok(all)
     })
     .as_deref()

@@ -11,6 +11,8 @@ use std::path::Path;
 
 pub const GROUP: &str = "grantwall.io";
 pub const KIND: &str = "GrantwallIdentityProvider";
+/// KAN's XAccessPolicy v1alpha1 plus `source.type: OIDC`; read by `policy::read` like an XAccessPolicy.
+pub const POLICY_KIND: &str = "GrantwallAccessPolicy";
 
 /// One provider, with where it requires a token (`None` target = the Gateway).
 #[derive(Debug, Clone)]

@@ -156,7 +156,10 @@ fn collect_yaml_files(
 
 /// List kinds whose `items` are objects: `kubectl get -o yaml` writes `kind: List`.
 fn is_list_kind(kind: &str) -> bool {
-    matches!(kind, "List" | "XBackendList" | "XAccessPolicyList")
+    matches!(
+        kind,
+        "List" | "XBackendList" | "XAccessPolicyList" | "GrantwallAccessPolicyList" | "GrantwallIdentityProviderList"
+    )
 }
 
 /// Splits a source into objects. Empty documents are skipped; anything that is not a Kubernetes object is an

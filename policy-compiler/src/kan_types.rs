@@ -41,6 +41,15 @@ pub struct Source {
     pub spiffe: Option<String>,
     #[serde(default)]
     pub service_account: Option<ServiceAccountRef>,
+    /// GrantwallAccessPolicy only (its CRD is the only one whose schema admits it).
+    #[serde(default)]
+    pub oidc: Option<OidcRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct OidcRef {
+    pub issuer: String,
+    pub subject: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -244,6 +244,9 @@ fn principal(
     diags: &mut Diags,
 ) -> Option<String> {
     let s = source?;
+    if s.oidc.is_some() && s.kind.as_deref() != Some("OIDC") {
+        diags.error(loc, path.field("oidc").as_str(), "must only be set when type is OIDC");
+    }
     match s.kind.as_deref() {
         Some("SPIFFE") => {
             if s.service_account.is_some() {
@@ -297,6 +300,20 @@ fn principal(
                 ok = false;
             }
             ok.then(|| format!("spiffe://{}/ns/{ns}/sa/{}", ctx.trust_domain, sa.name))
+        }
+        Some("OIDC") => {
+            for (field, set) in [("spiffe", s.spiffe.is_some()), ("serviceAccount", s.service_account.is_some())] {
+                if set {
+                    diags.error(loc, path.field(field).as_str(), "must not be set when type is OIDC");
+                }
+            }
+            match &s.oidc {
+                Some(o) => Some(grantwall_core::jwt::oidc_principal(&o.issuer, &o.subject)),
+                None => {
+                    diags.error(loc, path.field("oidc").as_str(), "Required value: type OIDC needs oidc{issuer, subject}");
+                    None
+                }
+            }
         }
         Some(other) => {
             diags.error(

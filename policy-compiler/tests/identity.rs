@@ -102,3 +102,38 @@ spec:
     let missing = grantwall(&dir, &["compile", "-f", "-"], Some(&yaml.replace("keys/idp.json", "nope.json")));
     assert!(stderr(&missing).contains("cannot read"), "{}", stderr(&missing));
 }
+
+const OIDC_POLICY: &str = "---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallAccessPolicy
+metadata: {name: idp-agents, namespace: tools}
+spec:
+  targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]
+  action: Allow
+  rules:
+  - name: agent-7-echo
+    source: {type: OIDC, oidc: {issuer: 'https://login.example.com', subject: agent-7}}
+    authorization:
+      type: Inline
+      mcp:
+        mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
+        methods: [{name: tools/call, params: [echo]}]
+";
+
+#[test]
+fn grantwall_access_policy_names_oidc_callers() {
+    let idp = provider("corp", "https://login.example.com", "", EC);
+    let (config, warnings) = compile_with(&format!("{BACKEND}{idp}{OIDC_POLICY}"), &Default::default()).unwrap();
+    assert_eq!(config.principals, ["oidc://login.example.com#agent-7"]);
+    assert_eq!(config.backends[0].policies[0].name, "tools/idp-agents");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Without a provider for the issuer the rule can never match: a warning.
+    let (_, warnings) = compile_with(&format!("{BACKEND}{OIDC_POLICY}"), &Default::default()).unwrap();
+    assert!(warnings.iter().any(|w| w.contains("no GrantwallIdentityProvider")), "{warnings:?}");
+    // OIDC is Grantwall's: KAN's XAccessPolicy keeps its fixed source types.
+    let kan = OIDC_POLICY.replace("apiVersion: grantwall.io/v1alpha1\nkind: GrantwallAccessPolicy", "apiVersion: agentic.networking.x-k8s.io/v1alpha1\nkind: XAccessPolicy");
+    let errors = compile_err(&format!("{BACKEND}{idp}{kan}"));
+    assert!(errors.iter().any(|e| e.contains("source.type")), "{errors:#?}");
+    let mixed = OIDC_POLICY.replace("oidc: {issuer", "spiffe: spiffe://cluster.local/x, oidc: {issuer");
+    assert!(!compile_err(&format!("{BACKEND}{idp}{mixed}")).is_empty());
+}

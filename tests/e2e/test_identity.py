@@ -89,6 +89,22 @@ spec:
       mcp:
         mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
         methods: [{name: tools/call, params: [get-sum, echo]}]
+---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallAccessPolicy             # KAN's rule shape plus source type OIDC
+metadata: {name: idp-agents, namespace: tools}
+spec:
+  targetRefs:
+  - {group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}
+  action: Allow
+  rules:
+  - name: agent-7-echo
+    source: {type: OIDC, oidc: {issuer: "https://issuer.test", subject: agent-7}}
+    authorization:
+      type: Inline
+      mcp:
+        mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
+        methods: [{name: tools/call, params: [echo]}]
 """
 
 
@@ -180,12 +196,19 @@ async def test_a_token_that_disagrees_with_the_certificate_is_refused(envoy, pki
     assert upstream_log.requests() == []
 
 
-async def test_oidc_tokens_name_issuer_and_subject(envoy, pki, upstream_log):
-    resp = post_jsonrpc(envoy.url(), _init_body(), bearer(oidc_token("agent-7")), ca=pki.ca_cert)
-    # No rule names this principal yet: default deny, with the OIDC principal in the audit record.
+async def test_oidc_subjects_are_granted_by_a_grantwall_access_policy(envoy, pki, upstream_log):
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, headers=bearer(oidc_token("agent-7"))) as mcp:
+        assert text_of(await mcp.call_tool("echo", {"message": "from the idp"})) == "from the idp"
+        with pytest.raises(MCPError) as denied:
+            await mcp.call_tool("get-sum", {"a": 1, "b": 1})
+        assert denied.value.code == 403
+    assert upstream_log.tools_executed() == ["echo"]
+    assert audits(envoy, lambda a: a.get("target") == "echo" and a["identity"] == "oidc://issuer.test#agent-7"
+                  and a["rule"] == "agent-7-echo" and a["identitySource"] == "jwt")
+    # Another subject of the same issuer is nobody the policies name.
+    resp = post_jsonrpc(envoy.url(), _init_body(), bearer(oidc_token("agent-8")), ca=pki.ca_cert)
     assert resp.status == 200 and resp.message()["error"]["code"] == 403
-    assert audits(envoy, lambda a: (a["identity"], a["identitySource"]) == ("oidc://issuer.test#agent-7", "jwt"))
-    assert upstream_log.requests() == []
+    assert audits(envoy, lambda a: a["identity"] == "oidc://issuer.test#agent-8" and a["reason"] == "default-deny")
 
 
 async def test_a_required_token_that_is_missing_gets_the_mcp_challenge(start_envoy, compile_policy, pki, client_cert, upstream_log):
