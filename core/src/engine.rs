@@ -68,6 +68,8 @@ pub struct Request<'a> {
     pub backend: Option<BackendId>,
     /// When the request is decided (host clock), for CEL `request.time`; None if the host did not say.
     pub time: Option<Timestamp>,
+    /// Claims of the verified bearer token (a JSON object), for CEL `jwt.claims`; None without a token.
+    pub jwt_claims: Option<&'a serde_json::Value>,
 }
 
 /// What one level (Gateway or XBackend) said.
@@ -382,7 +384,7 @@ impl Engine {
     fn decide_with(&self, req: &Request<'_>, op: Option<&McpOp<'_>>, listing: bool) -> Decision<'_> {
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
         // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
-        let act = Activation::new(
+        let mut act = Activation::new(
             req.method,
             req.path,
             req.authority,
@@ -393,6 +395,7 @@ impl Engine {
             op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
             op.and_then(|o| o.arguments),
         );
+        act.jwt_claims = req.jwt_claims;
         let act = if listing { act.with_unknown_arguments() } else { act };
         let mut cel_error = None;
         let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };

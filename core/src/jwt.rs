@@ -124,8 +124,8 @@ pub struct TokenIdentity {
     pub expires_at: u64,
     /// Index of the provider that verified it.
     pub provider: usize,
-    /// Every claim, for CEL's `jwt.claims`.
-    pub claims: Map<String, Value>,
+    /// Every claim, as a JSON object: CEL's `jwt.claims`.
+    pub claims: Value,
 }
 
 /// Why a token was refused. The text goes to the audit record, never the token itself.
@@ -348,7 +348,7 @@ fn identity(p: &JwtProvider, index: usize, claims: JWTClaims<Map<String, Value>>
         subject,
         expires_at: expires_at.as_secs(),
         provider: index,
-        claims: all,
+        claims: Value::Object(all),
     })
 }
 

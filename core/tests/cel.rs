@@ -59,6 +59,7 @@ fn decide(e: &Engine, body: &str, r: &Req<'_>) -> (bool, Option<EvalError>) {
         principal: r.principal,
         backend: Some(0),
         time: r.time,
+        jwt_claims: None,
     };
     let d = e.decide(&request, Some(&op));
     (d.allowed, d.cel_error.map(|f| f.error))

@@ -36,7 +36,7 @@ fn tools_for(principal: u32, tools: &[&str], base: bool) -> serde_json::Value {
 }
 
 fn request<'a>(principal: Option<&'a str>, backend: Option<u32>) -> Request<'a> {
-    Request { method: "POST", path: "/mcp", authority: "mcp.tools", destination_port: Some(443), headers: &[], principal, backend, time: None }
+    Request { method: "POST", path: "/mcp", authority: "mcp.tools", destination_port: Some(443), headers: &[], principal, backend, time: None, jwt_claims: None }
 }
 
 fn call(tool: &str) -> McpOp<'_> {
@@ -207,7 +207,7 @@ fn http_conditions_all_must_hold() {
     let e = engine(config(json!([]), json!([{"name": "p/http", "rules": [rule]}])));
     let headers = vec![("x-team".to_owned(), "blue".to_owned()), ("x-trace".to_owned(), "beef".to_owned())];
     assert_eq!(e.header_names(), ["x-team", "x-trace"]);
-    let base = Request { method: "POST", path: "/mcp?x=1", authority: "a.example.com:443", destination_port: Some(443), headers: &headers, principal: Some(ALICE), backend: Some(0), time: None };
+    let base = Request { method: "POST", path: "/mcp?x=1", authority: "a.example.com:443", destination_port: Some(443), headers: &headers, principal: Some(ALICE), backend: Some(0), time: None, jwt_claims: None };
     assert!(e.decide(&base, None).allowed);
     assert!(e.decide(&Request { path: "/v2/mcp", ..base }, None).allowed);
     assert!(e.decide(&Request { authority: "MCP.TOOLS", ..base }, None).allowed);

@@ -15,8 +15,8 @@ use grantwall_core::cel::Timestamp;
 use grantwall_core::engine::{BackendId, Engine, Request};
 use grantwall_core::identity::{self, Identity};
 use grantwall_core::jsonrpc::{self, ParseError};
+use grantwall_core::jwt::{TokenIdentity, Verifier};
 use grantwall_core::listfilter::{ListItem, ListKind};
-use grantwall_core::jwt::Verifier;
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
 use grantwall_core::respond::{self, Reply};
 use grantwall_core::sidechannel;
@@ -55,6 +55,8 @@ struct Captured {
     destination_port: Option<u16>,
     headers: Vec<(String, String)>,
     identity: Option<Identity>,
+    /// The verified bearer token; its claims are CEL's `jwt.claims`.
+    token: Option<TokenIdentity>,
     backend: Option<BackendId>,
     protocol_version: Option<String>,
     mcp_method: Option<String>,
@@ -113,7 +115,6 @@ impl GrantwallHttp {
             }
             Err(Err(_)) => return Err(refusal(500, -32603, "internal-error", "could not read or strip the bearer token")),
         };
-        // TODO(#4 CEL): hand `token.claims` to the CEL engine as `jwt.claims` once it is in main.
         let identity = identity::with_token(peer.as_deref(), identity, token.as_ref().map(|t| t.principal.as_str()), &jwt.forwarding_peers)
             .map_err(|e| refusal(403, -32600, "identity-conflict", e.message()))?;
         let mut captured = Captured {
@@ -123,6 +124,7 @@ impl GrantwallHttp {
             destination_port: None,
             headers: Vec::new(),
             identity,
+            token,
             backend,
             protocol_version: None,
             mcp_method: None,
@@ -262,6 +264,7 @@ impl GrantwallHttp {
             principal: captured.identity.as_ref().map(|i| i.principal.as_str()),
             backend: captured.backend,
             time: if self.engine.needs_time() { now() } else { None },
+            jwt_claims: captured.token.as_ref().map(|t| &t.claims),
         };
         let decision = self.engine.decide(&request, op);
         let cel_detail = decision.cel_detail();

@@ -136,6 +136,8 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         backend,
         // The filter reads the proxy's clock only when a CEL rule needs `request.time`; so does explain.
         time: if engine.needs_time() { now() } else { None },
+        // explain has no bearer token to verify: `jwt.claims` is an empty map, as for a request without one.
+        jwt_claims: None,
     };
     let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
     let content_type = header("content-type").or(req.mcp.as_ref().map(|_| "application/json"));

@@ -137,3 +137,47 @@ fn grantwall_access_policy_names_oidc_callers() {
     let mixed = OIDC_POLICY.replace("oidc: {issuer", "spiffe: spiffe://cluster.local/x, oidc: {issuer");
     assert!(!compile_err(&format!("{BACKEND}{idp}{mixed}")).is_empty());
 }
+
+#[test]
+fn cel_rules_read_the_verified_claims() {
+    use grantwall_core::engine::{Engine, Request};
+    use grantwall_core::jsonrpc;
+    use grantwall_core::mcp::McpOp;
+    let policy = "---
+apiVersion: agentic.networking.x-k8s.io/v1alpha1
+kind: XAccessPolicy
+metadata: {name: by-claims, namespace: tools}
+spec:
+  targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]
+  action: Allow
+  rules:
+  - name: admins
+    authorization:
+      type: CEL
+      cel: {expression: \"'mcp-admins' in jwt.claims.groups && jwt.claims['kubernetes.io'].namespace == 'agents'\"}
+";
+    let config = compile_ok(&format!("{BACKEND}{policy}"));
+    let engine = Engine::new(config).unwrap();
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{}}}"#;
+    let msg = jsonrpc::parse(body).unwrap();
+    let op = McpOp::from_message(&msg);
+    let decide = |claims: Option<&serde_json::Value>| {
+        let req = Request {
+            method: "POST",
+            path: "/mcp",
+            authority: "mcp-server.tools",
+            destination_port: None,
+            headers: &[],
+            principal: None,
+            backend: Some(0),
+            time: None,
+            jwt_claims: claims,
+        };
+        engine.decide(&req, Some(&op)).allowed
+    };
+    let admin = serde_json::json!({"sub": "a", "groups": ["mcp-admins"], "kubernetes.io": {"namespace": "agents"}});
+    let other = serde_json::json!({"sub": "a", "groups": ["readers"], "kubernetes.io": {"namespace": "agents"}});
+    assert!(decide(Some(&admin)));
+    assert!(!decide(Some(&other)));
+    assert!(!decide(None), "no token: jwt.claims is empty, the rule cannot match");
+}

@@ -48,9 +48,9 @@ def sa_token(name: str, namespace: str = "agents", *, key=RSA_KEY, aud: str = AU
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k8s-1"})
 
 
-def oidc_token(sub: str, *, aud: str = AUD) -> str:
+def oidc_token(sub: str, *, aud: str = AUD, **extra) -> str:
     now = int(time.time())
-    return jwt.encode({"iss": OIDC_ISSUER, "sub": sub, "aud": aud, "iat": now, "exp": now + 600}, EC_KEY,
+    return jwt.encode({"iss": OIDC_ISSUER, "sub": sub, "aud": aud, "iat": now, "exp": now + 600, **extra}, EC_KEY,
                       algorithm="ES256", headers={"kid": "oidc-1"})
 
 
@@ -89,6 +89,10 @@ spec:
       mcp:
         mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
         methods: [{name: tools/call, params: [get-sum, echo]}]
+  - name: admins-by-claim               # CEL on the verified token's claims
+    authorization:
+      type: CEL
+      cel: {expression: "'mcp-admins' in jwt.claims.groups && request.mcp.tool_name == 'get-sum'"}
 ---
 apiVersion: grantwall.io/v1alpha1
 kind: GrantwallAccessPolicy             # KAN's rule shape plus source type OIDC
@@ -209,6 +213,13 @@ async def test_oidc_subjects_are_granted_by_a_grantwall_access_policy(envoy, pki
     resp = post_jsonrpc(envoy.url(), _init_body(), bearer(oidc_token("agent-8")), ca=pki.ca_cert)
     assert resp.status == 200 and resp.message()["error"]["code"] == 403
     assert audits(envoy, lambda a: a["identity"] == "oidc://issuer.test#agent-8" and a["reason"] == "default-deny")
+
+
+async def test_cel_rules_read_the_token_claims(envoy, pki, upstream_log):
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, headers=bearer(oidc_token("agent-7", groups=["mcp-admins"]))) as mcp:
+        assert text_of(await mcp.call_tool("get-sum", {"a": 1, "b": 2})) == "The sum of 1 and 2 is 3."
+    assert upstream_log.tools_executed() == ["get-sum"]
+    assert audits(envoy, lambda a: a.get("target") == "get-sum" and a["rule"] == "admins-by-claim")
 
 
 async def test_a_required_token_that_is_missing_gets_the_mcp_challenge(start_envoy, compile_policy, pki, client_cert, upstream_log):

@@ -35,6 +35,8 @@ pub struct Activation<'a> {
     /// The arguments are not known yet (judging a listed tool): reading them is
     /// [`EvalError::DependsOnArguments`] instead of "absent".
     pub arguments_unknown: bool,
+    /// The verified token's claims (a JSON object) for `jwt.claims`; an empty map without a token.
+    pub jwt_claims: Option<&'a Value>,
     parsed_arguments: OnceCell<Option<Value>>,
 }
 
@@ -62,6 +64,7 @@ impl<'a> Activation<'a> {
             tool_name,
             arguments,
             arguments_unknown: false,
+            jwt_claims: None,
             parsed_arguments: OnceCell::new(),
         }
     }
@@ -139,7 +142,7 @@ enum Val<'a> {
     List(Vec<Val<'a>>),
     /// A JSON array or object from `request.mcp.arguments`, read in place.
     Json(&'a Value),
-    /// `jwt.claims` until token sources exist.
+    /// `jwt.claims` of a request without a token.
     EmptyMap,
 }
 
@@ -292,7 +295,7 @@ impl<'a> Evaluator<'a> {
             Var::SourceSpiffeId => s(act.principal.ok_or(absent)?),
             Var::SourceNamespace => s(service_account(act.principal).ok_or(absent)?.0),
             Var::SourceServiceAccount => s(service_account(act.principal).ok_or(absent)?.1),
-            Var::JwtClaims => Val::EmptyMap,
+            Var::JwtClaims => act.jwt_claims.map_or(Val::EmptyMap, Val::Json),
         })
     }
 
