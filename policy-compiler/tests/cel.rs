@@ -200,6 +200,7 @@ fn compiled_policies_decide_in_the_engine() {
             principal: Some(principal),
             backend: Some(0),
             time: None,
+            jwt_claims: None,
         };
         engine.decide(&request, Some(&op)).allowed
     };

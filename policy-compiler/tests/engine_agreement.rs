@@ -69,6 +69,7 @@ fn quickstart_output_loads_and_decides_as_kan_says() {
         principal,
         backend: Some(local.backend),
         time: None,
+        jwt_claims: None,
     };
     assert!(
         engine

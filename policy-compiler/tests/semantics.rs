@@ -984,6 +984,7 @@ spec:
         principal: None,
         backend: Some(0),
         time: None,
+        jwt_claims: None,
     };
     let call = grantwall_core::mcp::McpOp {
         name: "tools/call",
