@@ -525,6 +525,8 @@ mod tests {
                 "XAccessPolicy agentic.networking.x-k8s.io/v0alpha0",
                 "XAccessPolicy agentic.networking.x-k8s.io/v1alpha1",
                 "GrantwallToolPolicy grantwall.io/v1alpha1",
+                "GrantwallIdentityProvider grantwall.io/v1alpha1",
+                "GrantwallAccessPolicy grantwall.io/v1alpha1",
             ]
         );
     }
