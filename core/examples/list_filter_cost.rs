@@ -39,7 +39,7 @@ fn main() {
     });
     let engine = Engine::from_json(config.to_string().as_bytes()).unwrap();
     let request = Request { method: "POST", path: "/mcp", authority: "mcp", destination_port: None, headers: &[],
-                            principal: Some(ALICE), backend: Some(0), time: None };
+                            principal: Some(ALICE), backend: Some(0), time: None, jwt_claims: None };
     let judge = |name: &str| {
         let op = McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(name), arguments: None };
         engine.decide(&request, Some(&op)).allowed

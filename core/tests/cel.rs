@@ -446,6 +446,7 @@ fn listed(e: &Engine, tool: &str) -> bool {
         principal: Some(ALICE),
         backend: Some(0),
         time: None,
+        jwt_claims: None,
     };
     let op = McpOp { name: "tools/call", base: false, method: Some(grantwall_core::config::McpMethod::ToolsCall), target: Some(tool), arguments: None };
     e.decide_listing(&request, &op).allowed

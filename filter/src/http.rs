@@ -717,5 +717,7 @@ fn request_of<'a>(engine: &Engine, c: &'a Captured) -> Request<'a> {
         principal: c.identity.as_ref().map(|i| i.principal.as_str()),
         backend: c.backend,
         time: if engine.needs_time() { now() } else { None },
+        // A listing is filtered for the same caller, token claims included.
+        jwt_claims: c.token.as_ref().map(|t| &t.claims),
     }
 }

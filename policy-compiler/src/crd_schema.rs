@@ -20,9 +20,9 @@ const XACCESSPOLICY_CRD: &str =
 const TOOLPOLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwalltoolpolicies.yaml");
 /// Grantwall's own kinds, in KAN's style.
 const IDENTITY_PROVIDER_CRD: &str =
-    include_str!("../crds/grantwall/grantwall.io_grantwallidentityproviders.yaml");
+    include_str!("../../crds/grantwall.io_grantwallidentityproviders.yaml");
 const ACCESS_POLICY_CRD: &str =
-    include_str!("../crds/grantwall/grantwall.io_grantwallaccesspolicies.yaml");
+    include_str!("../../crds/grantwall.io_grantwallaccesspolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
