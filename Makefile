@@ -75,6 +75,8 @@ test-wasm: toolchain
 lint: toolchain
 	$(CARGO) clippy --locked --release --target $(WASM_TARGET) -p grantwall-filter -p grantwall-core -- -D warnings
 	$(CARGO) clippy --locked -p grantwall-policy-compiler -- -D warnings
+	# The fuzz targets live outside the workspace (cargo-fuzz's layout); keep them compiling with the core.
+	$(CARGO) check --locked --manifest-path fuzz/Cargo.toml --all-targets
 
 test-e2e: build build-trap venv ts-server
 	$(PYTHON) -m pytest tests/e2e -q

@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = engine.has_policies(backend);
         let _ = engine.backend_name(backend.unwrap_or(u32::MAX));
         for principal in [None, Some("spiffe://cluster.local/ns/agents/sa/alice")] {
-            let req = Request { method: "POST", path, authority, destination_port: Some(8000), headers: &headers, principal, backend };
-            let call = McpOp { name: "tools/call", base: false, method: grantwall_core::config::McpMethod::from_name("tools/call"), target: Some("echo") };
+            let req = Request { method: "POST", path, authority, destination_port: Some(8000), headers: &headers, principal, backend, time: None, jwt_claims: None };
+            let call = McpOp { name: "tools/call", base: false, method: grantwall_core::config::McpMethod::from_name("tools/call"), target: Some("echo"), arguments: None };
             for op in [None, Some(&McpOp::STREAM), Some(&call)] {
                 let d = engine.decide(&req, op);
                 let _ = (d.reason(), d.deciding());

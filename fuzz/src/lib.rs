@@ -59,6 +59,8 @@ pub fn decide_body(engine: &Engine, body: &[u8]) -> String {
             headers: &[],
             principal: Some(&principal),
             backend: route.map(|r| r.backend),
+            time: None,
+            jwt_claims: None,
         };
         out.push_str(if engine.decide(&req, Some(&op)).allowed { "A" } else { "D" });
     }
