@@ -8,6 +8,7 @@
 #   make examples  regenerate the generated examples (examples/wasmplugin.yaml); a test fails when they are stale
 #   make fuzz      cargo-fuzz every untrusted-input parser, FUZZ_SECONDS each (default 60; docs/security.md)
 #   make soak      10 minutes of mixed traffic at saturation through Envoy (SOAK_SECONDS; not part of test)
+#   make bench     Grantwall vs Envoy pass-through vs native MCP+RBAC (~12 min; BENCH_QUICK=1: ~1 min); not in `make test`
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -19,7 +20,7 @@ WASM_TEST_TARGET := wasm32-unknown-unknown
 # Must equal the wasm-bindgen version in Cargo.lock (the test runner checks).
 WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
 
-.PHONY: all build build-trap demo test test-unit test-wasm lint test-e2e venv ts-server fuzz soak toolchain clean package examples
+.PHONY: all build build-trap demo test test-unit test-wasm lint test-e2e venv ts-server fuzz soak toolchain clean package examples bench
 
 all: build
 
@@ -100,6 +101,10 @@ fuzz:
 SOAK_SECONDS ?= 600
 soak: build venv
 	$(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS)
+
+# Load benchmark on loopback plus criterion micro-benchmarks; writes docs/benchmarks.md (see bench/run.py).
+bench: build venv
+	$(PYTHON) bench/run.py
 
 clean:
 	rm -rf dist target

@@ -1,0 +1,136 @@
+"""Benchmark policies and requests: the same grants as a Grantwall config and as native Envoy RBAC.
+
+A *grant* is one (caller, tool) pair a rule allows. A policy with N grants has N/10 callers, each with
+one rule that allows `tools/call` on ten tools (`tool-00` .. `tool-09`). KAN caps an XAccessPolicy at 10
+rules and a target at 5 policies, so 1,000 or 100,000 grants cannot be written as CRDs: the Grantwall
+config is generated directly in the shape of core/src/config.rs (one policy, N/10 rules), and the native
+RBAC filter gets one policy per rule, as KAN's translator emits them.
+
+The benchmark caller is the middle one in the rules' order: Envoy RBAC tries policies in name order, so
+an allowed call costs it about half the policies and a denied call all of them; Grantwall looks the
+caller up by index either way.
+"""
+
+from __future__ import annotations
+
+import json
+
+TOOLS_PER_CALLER = 10
+TOOLS = [f"tool-{j:02d}" for j in range(TOOLS_PER_CALLER)]
+ALLOWED_TOOL = "tool-03"
+DENIED_TOOL = "tool-99"          # granted to nobody: refused by default deny
+TRUST_DOMAIN = "cluster.local"
+CLUSTER = "bench_upstream"       # the cluster name in bench/envoy-*.yaml
+MCP_PATH = "/mcp"
+MAX_BODY_BYTES = 1024 * 1024     # Grantwall's default maxBodyBytes; the native filter gets the same cap
+MCP_METADATA = "envoy.filters.http.mcp"   # the native MCP filter's dynamic metadata namespace (Envoy 1.40)
+
+
+def caller_count(grants: int) -> int:
+    if grants % TOOLS_PER_CALLER:
+        raise ValueError(f"grants must be a multiple of {TOOLS_PER_CALLER}")
+    return grants // TOOLS_PER_CALLER
+
+
+def principal(i: int) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/ns/agents/sa/agent-{i:06d}"
+
+
+def caller_index(grants: int) -> int:
+    return caller_count(grants) // 2
+
+
+def caller(grants: int) -> str:
+    return principal(caller_index(grants))
+
+
+def xfcc(grants: int) -> str:
+    """The x-forwarded-client-cert a trusted ingress would send for the caller (URI last, as Envoy writes it)."""
+    return (f"By=spiffe://{TRUST_DOMAIN}/ns/gateway/sa/ingress;Hash={'ab' * 32};URI={caller(grants)}")
+
+
+def rule_name(i: int) -> str:
+    return f"rule-{i:06d}"
+
+
+def grantwall_config(grants: int, *, audit_log: bool = False) -> dict:
+    """A compiled Grantwall config (core/src/config.rs) granting `grants` (caller, tool) pairs."""
+    callers = caller_count(grants)
+    rules = [{
+        "name": rule_name(i),
+        "principals": [i],
+        "mcp": {"methods": [{"method": "tools/call", "names": TOOLS}]},
+    } for i in range(callers)]
+    return {
+        "version": "grantwall.io/v1alpha1",
+        "settings": {
+            "denial": "jsonrpc-error",
+            "maxBodyBytes": MAX_BODY_BYTES,
+            "identity": {"forwardedClientCert": {"trust": "always"}},
+            # Off by default here: neither other configuration writes a line per request.
+            "auditLog": audit_log,
+        },
+        "principals": [principal(i) for i in range(callers)],   # already sorted (zero-padded)
+        "gateway": {"name": "", "policies": []},
+        "backends": [{
+            "name": "bench/mcp-server",
+            "paths": [MCP_PATH],
+            "policies": [{"name": "bench/grants", "rules": rules}],
+        }],
+        "routes": {"clusters": {CLUSTER: 0}},
+    }
+
+
+def _mcp_field(path: list[str], value: dict) -> dict:
+    return {"sourced_metadata": {"metadata_matcher": {
+        "filter": MCP_METADATA, "path": [{"key": k} for k in path], "value": value}}}
+
+
+def _exact(s: str) -> dict:
+    return {"string_match": {"exact": s}}
+
+
+def native_rbac(grants: int) -> dict:
+    """The RBAC filter's `rules` for the same grants, built the way KAN's translator builds them."""
+    tools_call = _mcp_field(["method"], _exact("tools/call"))
+    tool_names = _mcp_field(["params", "name"], {"or_match": {"value_matchers": [_exact(t) for t in TOOLS]}})
+    policies: dict[str, dict] = {}
+    for i in range(caller_count(grants)):
+        policies[rule_name(i)] = {
+            "principals": [{"header": {"name": "x-forwarded-client-cert",
+                                       "string_match": {"suffix": f";URI={principal(i)}"}}}],
+            "permissions": [{"and_rules": {"rules": [tools_call, tool_names]}}],
+        }
+    # KAN adds these three to every policy's RBAC config (names from its translator).
+    anyone = [{"any": True}]
+    policies["allow-anyone-to-initialize-and-list-tools"] = {
+        "principals": anyone,
+        "permissions": [_mcp_field(["method"], {"or_match": {"value_matchers": [
+            _exact("initialize"), _exact("notifications/initialized"), _exact("tools/list")]}})],
+    }
+    policies["allow-http-get"] = {
+        "principals": anyone,
+        "permissions": [{"header": {"name": ":method", "string_match": {"exact": "GET"}}}],
+    }
+    policies["allow-mcp-session-close"] = {
+        "principals": [{"and_ids": {"ids": [
+            {"header": {"name": ":method", "string_match": {"exact": "DELETE"}}},
+            {"header": {"name": "mcp-session-id", "present_match": True}}]}}],
+        "permissions": [{"any": True}],
+    }
+    return {"action": "ALLOW", "policies": policies}
+
+
+def tools_call_body(size: int, tool: str) -> bytes:
+    """A `tools/call` request of exactly `size` bytes; `arguments.text` is the padding."""
+    def render(pad: int) -> bytes:
+        msg = {"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+               "params": {"name": tool, "arguments": {"text": "x" * pad}}}
+        return json.dumps(msg, separators=(",", ":")).encode()
+
+    pad = size - len(render(0))
+    if pad < 0:
+        raise ValueError(f"{size} bytes is too small for a tools/call body")
+    body = render(pad)
+    assert len(body) == size
+    return body

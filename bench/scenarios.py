@@ -1,0 +1,130 @@
+"""The benchmark matrix: which requests go to which Envoy configuration, and what each must answer.
+
+Cells are grouped by (body size, grants). Within a group every configuration sees the same request
+body and identity; the pass-through baseline only depends on the body, so it runs once per group with
+the allowed body and serves as the baseline for that group's allowed and denied rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench import policies
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def size_label(n: int) -> str:
+    return f"{n // MIB} MiB" if n >= MIB else f"{n // KIB} KiB" if n >= KIB else f"{n} B"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One running Envoy: a configuration kind with a policy size (and Grantwall's audit switch)."""
+
+    kind: str                      # passthrough | native | grantwall
+    grants: int = 10
+    audit_log: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.kind == "passthrough":
+            return "passthrough"
+        suffix = "+audit" if self.audit_log else ""
+        return f"{self.kind}{suffix}-{self.grants}"
+
+    @property
+    def label(self) -> str:
+        return {"passthrough": "pass-through", "native": "native MCP+RBAC",
+                "grantwall": "Grantwall"}[self.kind] + (" (audit log on)" if self.audit_log else "")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (Envoy, request) pair measured repeatedly."""
+
+    instance: Instance
+    size: int
+    grants: int
+    verdict: str                   # allow | deny: what the policy says about the request
+
+    @property
+    def tool(self) -> str:
+        return policies.ALLOWED_TOOL if self.verdict == "allow" else policies.DENIED_TOOL
+
+    @property
+    def forwarded(self) -> bool:
+        """Whether the request must reach the upstream (pass-through forwards everything)."""
+        return self.instance.kind == "passthrough" or self.verdict == "allow"
+
+    @property
+    def scenario(self) -> str:
+        return f"tools/call {size_label(self.size)}, {self.grants:,} grants, {self.verdict}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.instance.name}|{self.size}|{self.verdict}"
+
+
+@dataclass
+class Group:
+    size: int
+    grants: int
+    cells: list[Cell] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    groups: list[Group]
+    seconds: float
+    reps: int
+    warmup_seconds: float
+    connections: int
+
+    @property
+    def instances(self) -> list[Instance]:
+        seen: dict[Instance, None] = {}
+        for g in self.groups:
+            for c in g.cells:
+                seen.setdefault(c.instance, None)
+        return list(seen)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [c for g in self.groups for c in g.cells]
+
+    def estimated_seconds(self) -> float:
+        n = len(self.cells)
+        return n * (self.reps * (self.seconds + 0.3) + self.warmup_seconds + 0.3)
+
+
+def group(size: int, grants: int, *, passthrough: bool = True, audit: bool = False) -> Group:
+    g = Group(size=size, grants=grants)
+    if passthrough:
+        g.cells.append(Cell(Instance("passthrough"), size, grants, "allow"))
+    for verdict in ("allow", "deny"):
+        g.cells.append(Cell(Instance("native", grants), size, grants, verdict))
+        g.cells.append(Cell(Instance("grantwall", grants), size, grants, verdict))
+        if audit:
+            g.cells.append(Cell(Instance("grantwall", grants, audit_log=True), size, grants, verdict))
+    return g
+
+
+def full_plan(*, seconds: float, reps: int, connections: int) -> Plan:
+    groups = [group(s, 10, audit=(s == KIB)) for s in (256, KIB, 64 * KIB, MIB)]
+    # Policy size: 1 KiB bodies; the pass-through baseline is the 1 KiB group's.
+    groups += [group(KIB, g, passthrough=False) for g in (1_000, 100_000)]
+    return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
+
+
+def quick_plan(*, seconds: float, reps: int, connections: int) -> Plan:
+    groups = [group(KIB, 10), group(KIB, 1_000, passthrough=False)]
+    return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
+
+
+# Scenario slots the issue asks for that need features not built yet.
+NOT_YET = [
+    ("tools/list filtering of a 100-tool list", "n/a until #3 (tools/list filtering is not implemented)"),
+    ("JWT verification", "n/a until #5 (JWT sources are not implemented)"),
+]
