@@ -200,6 +200,8 @@ pub struct Engine {
     needs_arguments: bool,
     /// Some CEL rule reads `request.time`: only then does the glue ask the host for the clock.
     needs_time: bool,
+    /// Some rule matches on the destination port: only then does the glue read it.
+    uses_ports: bool,
 }
 
 impl Engine {
@@ -273,6 +275,7 @@ impl Engine {
         header_names.dedup();
         let needs_arguments = rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments);
         let needs_time = rules().filter_map(|r| r.cel.as_ref()).any(|p| p.expr().uses(cel::Var::RequestTime));
+        let uses_ports = rules().any(|r| r.http.as_ref().is_some_and(|h| !h.ports.is_empty()));
         Ok(Engine {
             settings: config.settings,
             principal_ids,
@@ -283,11 +286,17 @@ impl Engine {
             header_names,
             needs_arguments,
             needs_time,
+            uses_ports,
         })
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Whether any rule matches on the destination port: if not, the glue need not read it.
+    pub fn uses_ports(&self) -> bool {
+        self.uses_ports
     }
 
     /// Request headers some rule looks at: the glue captures only these.

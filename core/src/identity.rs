@@ -97,6 +97,13 @@ pub fn with_token(
     }
 }
 
+/// Whether [`resolve`] can use the peer certificate: not when a header it trusts unconditionally is present,
+/// so the host glue can skip reading it. ([`with_token`] reads the peer only for an mTLS-peer identity,
+/// which such a header replaces.)
+pub fn peer_needed(trust: &ForwardedClientCert, has_xfcc: bool) -> bool {
+    !(trust.trust == XfccTrust::Always && has_xfcc)
+}
+
 /// `spiffe://trust-domain/path`, as KAN's CRD pattern allows (lower-case trust domain, no query/fragment).
 pub fn is_spiffe_id(uri: &str) -> bool {
     let Some(rest) = uri.strip_prefix("spiffe://") else { return false };

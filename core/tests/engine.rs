@@ -207,6 +207,8 @@ fn http_conditions_all_must_hold() {
     let e = engine(config(json!([]), json!([{"name": "p/http", "rules": [rule]}])));
     let headers = vec![("x-team".to_owned(), "blue".to_owned()), ("x-trace".to_owned(), "beef".to_owned())];
     assert_eq!(e.header_names(), ["x-team", "x-trace"]);
+    assert!(e.uses_ports());
+    assert!(!engine(config(json!([]), json!([{"name": "p", "rules": [tools_for(0, &["x"], false)]}]))).uses_ports());
     let base = Request { method: "POST", path: "/mcp?x=1", authority: "a.example.com:443", destination_port: Some(443), headers: &headers, principal: Some(ALICE), backend: Some(0), time: None, jwt_claims: None };
     assert!(e.decide(&base, None).allowed);
     assert!(e.decide(&Request { path: "/v2/mcp", ..base }, None).allowed);

@@ -5,7 +5,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use grantwall_core::config::{ForwardedClientCert, XfccTrust};
-use grantwall_core::identity::{is_spiffe_id, resolve, IdentitySource};
+use grantwall_core::identity::{is_spiffe_id, peer_needed, resolve, IdentitySource};
 
 const AGENT: &str = "spiffe://cluster.local/ns/agents/sa/alice";
 const INGRESS: &str = "spiffe://cluster.local/ns/istio-system/sa/ingress";
@@ -68,4 +68,16 @@ fn spiffe_id_shape() {
     for bad in ["spiffe://", "spiffe://Upper.com/x", "spiffe://a/b?c", "http://a/b", "spiffe://a/b c"] {
         assert!(!is_spiffe_id(bad), "{bad}");
     }
+}
+
+#[test]
+fn peer_certificate_is_needed_unless_an_always_trusted_xfcc_decides() {
+    for t in [XfccTrust::Never, XfccTrust::FromPeers, XfccTrust::Always] {
+        assert!(peer_needed(&trust(t), false), "{t:?} without XFCC");
+    }
+    assert!(peer_needed(&trust(XfccTrust::Never), true));
+    assert!(peer_needed(&trust(XfccTrust::FromPeers), true));
+    assert!(!peer_needed(&trust(XfccTrust::Always), true));
+    // Skipping the peer changes nothing: with trust always, a present header decides alone.
+    assert_eq!(principal(Some(INGRESS), Some(XFCC), XfccTrust::Always), principal(None, Some(XFCC), XfccTrust::Always));
 }

@@ -25,6 +25,7 @@ pub struct HostError(pub u32);
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
     fn proxy_get_header_map_value(
         map_type: u32,
         key_data: *const u8,
@@ -84,26 +85,72 @@ unsafe fn take_host_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     }
 }
 
-/// One request header's raw bytes, or None when absent.
-pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+/// Status for a pairs buffer that does not decode (the host broke the ABI's encoding).
+const MALFORMED: u32 = u32::MAX;
+
+/// The request headers, fetched in one host call: every single-header lookup is a crossing into the host
+/// and an allocation callback back into the VM, and the filter reads about a dozen headers per request.
+pub struct HeaderMap {
+    raw: Vec<u8>,
+    /// (name, value) byte ranges into `raw`, in the host's order.
+    entries: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl HeaderMap {
+    /// The first value of header `name` (lower case) — what Envoy's single-header lookup returns.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| self.raw.get(k.clone()) == Some(name.as_bytes()))
+            .and_then(|(_, v)| self.raw.get(v.clone()))
+    }
+}
+
+/// All request headers (pseudo-headers included), one host call.
+pub fn request_headers() -> Result<HeaderMap, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: pointers are valid for the call; the host fills data/size from its allocator.
-    let status = unsafe { proxy_get_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
+    let status = unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, &mut data, &mut size) };
     match status {
         // SAFETY: on OK the host hands us a buffer from our allocator.
-        STATUS_OK => Ok(Some(unsafe { take_host_buffer(data, size) })),
-        STATUS_NOT_FOUND => Ok(None),
+        STATUS_OK => decode_pairs(unsafe { take_host_buffer(data, size) }).ok_or(HostError(MALFORMED)),
+        STATUS_NOT_FOUND => Ok(HeaderMap { raw: Vec::new(), entries: Vec::new() }),
         other => Err(HostError(other)),
     }
+}
+
+/// Proxy-Wasm pairs encoding: count, then (name len, value len) per pair, then each name and value NUL-terminated.
+fn decode_pairs(raw: Vec<u8>) -> Option<HeaderMap> {
+    if raw.is_empty() {
+        return Some(HeaderMap { raw, entries: Vec::new() });
+    }
+    let word = |at: usize| -> Option<usize> {
+        let bytes: [u8; 4] = raw.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(bytes)).ok()
+    };
+    let count = word(0)?;
+    let mut entries = Vec::with_capacity(count.min(raw.len() / 8));
+    let mut at = count.checked_mul(8)?.checked_add(4)?;
+    for i in 0..count {
+        let (klen, vlen) = (word(4 + i * 8)?, word(8 + i * 8)?);
+        let key = at..at.checked_add(klen)?;
+        let value = key.end.checked_add(1)?..key.end.checked_add(1)?.checked_add(vlen)?;
+        at = value.end.checked_add(1)?;
+        if at > raw.len() {
+            return None;
+        }
+        entries.push((key, value));
+    }
+    Some(HeaderMap { raw, entries })
 }
 
 /// One response header's raw bytes, or None when absent.
 pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
-    // SAFETY: as request_header.
+    // SAFETY: as request_headers.
     let status = unsafe { proxy_get_header_map_value(MAP_HTTP_RESPONSE_HEADERS, name.as_ptr(), name.len(), &mut data, &mut size) };
     match status {
-        // SAFETY: as request_header.
+        // SAFETY: as request_headers.
         STATUS_OK => Ok(Some(unsafe { take_host_buffer(data, size) })),
         STATUS_NOT_FOUND => Ok(None),
         other => Err(HostError(other)),
@@ -132,10 +179,10 @@ pub fn remove_response_header(name: &str) -> Result<(), HostError> {
 /// The response body bytes the current callback may see (the chunk, or everything buffered so far).
 pub fn response_body(size: usize) -> Result<Vec<u8>, HostError> {
     let (mut data, mut len) = (null_mut(), 0usize);
-    // SAFETY: as request_header.
+    // SAFETY: as request_headers.
     let status = unsafe { proxy_get_buffer_bytes(BUFFER_HTTP_RESPONSE_BODY, 0, size, &mut data, &mut len) };
     match status {
-        // SAFETY: as request_header.
+        // SAFETY: as request_headers.
         STATUS_OK => Ok(unsafe { take_host_buffer(data, len) }),
         STATUS_NOT_FOUND => Ok(Vec::new()),
         other => Err(HostError(other)),
@@ -152,10 +199,10 @@ pub fn set_response_body(size: usize, bytes: &[u8]) -> Result<(), HostError> {
 /// A shared-data entry (shared by all workers of this VM) and its CAS token, or None when absent.
 pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
-    // SAFETY: as request_header.
+    // SAFETY: as request_headers.
     let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
     match status {
-        // SAFETY: as request_header.
+        // SAFETY: as request_headers.
         STATUS_OK => Ok(Some((unsafe { take_host_buffer(data, size) }, cas))),
         STATUS_NOT_FOUND => Ok(None),
         other => Err(HostError(other)),

@@ -97,15 +97,25 @@ impl GrantwallHttp {
 
     fn on_headers(&mut self, end_of_stream: bool) -> Result<Action, Refusal> {
         let engine = Rc::clone(&self.engine);
+        let headers = host::request_headers()
+            .map_err(|_| refusal(500, -32603, "internal-error", "could not read the request headers"))?;
+        let header_str = |name: &str| header_str(&headers, name);
         let method = header_str(":method")?.unwrap_or_default();
         let path = header_str(":path")?.unwrap_or_default();
         let authority = header_str(":authority")?.unwrap_or_default();
         let cluster = property_str(&["xds", "cluster_name"])?;
         let route = engine.route(cluster.as_deref(), &authority, &path);
         let backend = route.map(|r| r.backend);
-        let peer = property_str(&["connection", "uri_san_peer_certificate"])?;
         let xfcc = header_str("x-forwarded-client-cert")?;
-        let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), &engine.settings().identity.forwarded_client_cert)
+        let trust = &engine.settings().identity.forwarded_client_cert;
+        // Property reads are among the costliest host calls: skip the peer certificate when a trusted XFCC
+        // header decides the caller anyway.
+        let peer = if identity::peer_needed(trust, xfcc.is_some()) {
+            property_str(&["connection", "uri_san_peer_certificate"])?
+        } else {
+            None
+        };
+        let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), trust)
             .map_err(|e| refusal(400, -32600, "identity-error", e.message()))?;
         let jwt = &engine.settings().identity.jwt;
         let token = match auth::authenticate(&self.verifier, jwt, backend.and_then(|b| engine.backend_name(b))) {
@@ -137,7 +147,9 @@ impl GrantwallHttp {
             self.finish_allowed(&captured, None);
             return Ok(Action::Continue);
         }
-        captured.destination_port = property_u64(&["destination", "port"])?.and_then(|p| u16::try_from(p).ok());
+        if engine.uses_ports() {
+            captured.destination_port = property_u64(&["destination", "port"])?.and_then(|p| u16::try_from(p).ok());
+        }
         for name in engine.header_names() {
             if let Some(value) = header_str(name)? {
                 captured.headers.push((name.clone(), value));
@@ -629,13 +641,12 @@ fn parse_refusal(e: &ParseError) -> Refusal {
 }
 
 /// A request header as UTF-8; a non-UTF-8 value is refused rather than guessed at.
-fn header_str(name: &str) -> Result<Option<String>, Refusal> {
-    match host::request_header(name) {
-        Ok(None) => Ok(None),
-        Ok(Some(bytes)) => String::from_utf8(bytes)
-            .map(Some)
+fn header_str(headers: &host::HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(bytes) => std::str::from_utf8(bytes)
+            .map(|s| Some(s.to_owned()))
             .map_err(|_| refusal(400, -32600, "invalid-request", &format!("header {name} is not valid UTF-8"))),
-        Err(_) => Err(refusal(500, -32603, "internal-error", &format!("could not read header {name}"))),
     }
 }
 
