@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Compare two Grantwall builds side by side under the same load (for optimisation work).
+"""Compare Grantwall builds side by side under the same load (for optimisation work).
 
-    .venv/bin/python bench/ab.py OLD.wasm NEW.wasm [SIZE_BYTES ...]
+    .venv/bin/python bench/ab.py OLD.wasm NEW.wasm [MORE.wasm ...] [SIZE_BYTES ...]
 
-Runs both builds (same policy: 10 grants) and pass-through, interleaved and rotated like `make bench`,
+Runs every build (same policy: 10 grants) and pass-through, interleaved and rotated like `make bench`,
 for allowed and denied `tools/call` bodies of each size (default 1 KiB), and prints medians of req/s
 and proxy CPU per request. BENCH_SECONDS / BENCH_REPS / BENCH_CONNECTIONS as in bench/run.py.
 """
@@ -24,11 +24,12 @@ from bench.loadgen import run_wrk  # noqa: E402
 
 
 def main() -> int:
-    if len(sys.argv) < 3:
+    wasm_args = [a for a in sys.argv[1:] if a.endswith(".wasm")]
+    if len(wasm_args) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    builds = {"A": Path(sys.argv[1]).resolve(), "B": Path(sys.argv[2]).resolve()}
-    sizes = [int(s) for s in sys.argv[3:]] or [1024]
+    builds = {Path(a).stem: Path(a).resolve() for a in wasm_args}
+    sizes = [int(a) for a in sys.argv[1:] if not a.endswith(".wasm")] or [1024]
     seconds = float(os.environ.get("BENCH_SECONDS", 3))
     reps = int(os.environ.get("BENCH_REPS", 5))
     connections = int(os.environ.get("BENCH_CONNECTIONS", 16))
@@ -60,11 +61,11 @@ def main() -> int:
         for e in proxies.values():
             e.stop()
         up.stop()
-    print(f"{'build':<6} {'size':>8} {'verdict':<6} {'req/s':>9} {'cpu µs/req':>11}   (A={builds['A'].name}, B={builds['B'].name})")
+    print(f"{'build':<16} {'size':>8} {'verdict':<6} {'req/s':>9} {'cpu µs/req':>11}")
     for (p, size, verdict), runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         cpu = statistics.median(r.cpu_us_per_request for r in runs)
-        print(f"{p:<6} {size:>8} {verdict:<6} {rps:>9,.0f} {cpu:>11.1f}")
+        print(f"{p:<16} {size:>8} {verdict:<6} {rps:>9,.0f} {cpu:>11.1f}")
     return 0
 
 

@@ -120,10 +120,10 @@ pub fn is_oidc_principal(p: &str) -> bool {
 
 /// The `URI` of the last element of an XFCC header: the client of the proxy that forwarded to us.
 fn forwarded_uri(header: &str) -> Result<Option<String>, IdentityError> {
-    let elements = split_unquoted(header, ',')?;
+    let elements = split_unquoted(header, b',')?;
     let Some(last) = elements.last() else { return Ok(None) };
     let mut uri = None;
-    for pair in split_unquoted(last, ';')? {
+    for pair in split_unquoted(last, b';')? {
         let (key, value) = pair
             .split_once('=')
             .ok_or(IdentityError::MalformedForwardedClientCert("x-forwarded-client-cert: field without '='"))?;
@@ -140,17 +140,20 @@ fn forwarded_uri(header: &str) -> Result<Option<String>, IdentityError> {
 }
 
 /// Split on `sep` outside double quotes (Envoy quotes values containing `,;=` and escapes `"` as `\"`).
-fn split_unquoted(s: &str, sep: char) -> Result<Vec<&str>, IdentityError> {
+///
+/// Walks bytes, not chars: every byte this looks for is ASCII, and UTF-8 never uses ASCII bytes inside a
+/// multi-byte character, so the result is the same at a fraction of the cost (this runs on every request).
+fn split_unquoted(s: &str, sep: u8) -> Result<Vec<&str>, IdentityError> {
     let mut parts = Vec::new();
     let (mut start, mut in_quotes, mut escaped) = (0usize, false, false);
-    for (i, c) in s.char_indices() {
-        match c {
+    for (i, b) in s.bytes().enumerate() {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            c if c == sep && !in_quotes => {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b if b == sep && !in_quotes => {
                 parts.push(s.get(start..i).unwrap_or(""));
-                start = i + c.len_utf8();
+                start = i + 1;
             }
             _ => {}
         }

@@ -51,6 +51,11 @@ fn xfcc_always_trust_uses_the_last_element() {
     assert_eq!(principal(None, Some(&chain), XfccTrust::Always).unwrap().0, AGENT);
     let quoted = r#"Hash=1;URI="spiffe://cluster.local/ns/agents/sa/alice";Subject="CN=a,O=b;c""#;
     assert_eq!(principal(None, Some(quoted), XfccTrust::Always).unwrap().0, AGENT);
+    // Escaped quotes and non-ASCII text inside quotes do not end the quoted part.
+    let escaped = r#"By=x;Subject="CN=\"é,ü;\"",Subject="O=ß\",;";URI=spiffe://cluster.local/ns/agents/sa/alice"#;
+    assert_eq!(principal(None, Some(escaped), XfccTrust::Always).unwrap().0, AGENT);
+    let escaped_non_ascii = r#"Subject="\é,";URI=spiffe://cluster.local/ns/agents/sa/alice"#;
+    assert_eq!(principal(None, Some(escaped_non_ascii), XfccTrust::Always).unwrap().0, AGENT);
 }
 
 #[test]
