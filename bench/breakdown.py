@@ -7,6 +7,7 @@
   + buffer filter              Envoy holds the whole body before forwarding (what any body-inspecting filter costs)
   native MCP filter only       Envoy's MCP parser, no RBAC
   native MCP + RBAC            the KAN chain
+  empty Wasm filter            only with NULL_WASM=path: a Proxy-Wasm filter that does nothing (the VM's fixed cost)
   Grantwall, no policy         the Wasm VM's callbacks, one header read, identity, the audit record; no buffering
   Grantwall                    the full path: buffering, body copy into the VM, parse, decide
 
@@ -46,6 +47,9 @@ def configs(upstream_port: int, wasm: Path) -> dict[str, dict]:
     config = policies.grantwall_config(10)
     config["backends"][0]["policies"] = []
     plugin["configuration"]["value"] = json.dumps(config)
+    if os.environ.get("NULL_WASM"):
+        out["empty Wasm filter"] = envoys.render("grantwall", upstream_port=upstream_port,
+                                                 wasm=Path(os.environ["NULL_WASM"]).resolve())
     out["Grantwall, no policy"] = no_policy
     out["Grantwall"] = envoys.render("grantwall", upstream_port=upstream_port, wasm=wasm)
     return out

@@ -14,6 +14,8 @@ from bench.scenarios import Cell, Plan, size_label
 def summarize(runs: list[Run]) -> dict:
     rps = [r.rps for r in runs]
     med = statistics.median(rps)
+    cpu = [r.cpu_us_per_request for r in runs]
+    cpu_med = statistics.median(cpu)
     return {
         "n": len(runs),
         "rps": med,
@@ -23,7 +25,8 @@ def summarize(runs: list[Run]) -> dict:
         "p50_ms": statistics.median(r.p50_us for r in runs) / 1000,
         "p99_ms": statistics.median(r.p99_us for r in runs) / 1000,
         "p99_ms_max": max(r.p99_us for r in runs) / 1000,
-        "cpu_us": statistics.median(r.cpu_us_per_request for r in runs),
+        "cpu_us": cpu_med,
+        "cpu_spread_pct": 100 * (max(cpu) - min(cpu)) / cpu_med if cpu_med else math.nan,
         "cpu_pct": statistics.median(100 * r.proxy_cpu_s / r.seconds for r in runs if r.seconds),
     }
 
@@ -61,8 +64,8 @@ def rows(plan: Plan, results: dict[str, list[Run]]) -> list[dict]:
     return out
 
 
-HEADER = ("| scenario | configuration | req/s median (min–max) | spread | p50 ms | p99 ms | proxy CPU µs/req "
-          "| GW/pass req/s | GW/native req/s | GW/pass CPU | GW/native CPU |\n"
+HEADER = ("| scenario | configuration | req/s median (min–max) | req/s spread | p50 ms | p99 ms "
+          "| proxy CPU µs/req (spread) | GW/pass req/s | GW/native req/s | GW/pass CPU | GW/native CPU |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -74,7 +77,8 @@ def markdown_table(plan: Plan, results: dict[str, list[Run]], not_yet: list[tupl
         scenario = c.scenario if c.instance.kind != "passthrough" else f"tools/call {size_label(c.size)} (baseline)"
         lines.append(
             f"| {scenario} | {c.instance.label} | {_fmt(s['rps'])} ({_fmt(s['rps_min'])}–{_fmt(s['rps_max'])}) "
-            f"| {_fmt(s['spread_pct'])}% | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} | {_fmt(s['cpu_us'], 1)} "
+            f"| {_fmt(s['spread_pct'])}% | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} "
+            f"| {_fmt(s['cpu_us'], 1)} ({_fmt(s['cpu_spread_pct'])}%) "
             f"| {row['vs_pass']} | {row['vs_native']} | {row['cpu_vs_pass']} | {row['cpu_vs_native']} |")
     for what, why in not_yet:
         lines.append(f"| {what} | all | {why} | | | | | | | | |")

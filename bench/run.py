@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: Grantwall vs Envoy pass-through vs Envoy's native MCP+RBAC, side by side, on loopback.
 
-    make bench                     # full run (~10 min after the build): micro-benchmarks + load matrix,
+    make bench                     # full run (~8 min once built): micro-benchmarks + load matrix,
                                    # results written into docs/benchmarks.md
     BENCH_QUICK=1 make bench       # ~1 min smoke run: 1 KiB bodies, 10 and 1,000 grants, no criterion;
                                    # results only printed and saved under .cache/bench/
@@ -9,6 +9,8 @@
 Knobs (environment): BENCH_SECONDS, BENCH_REPS, BENCH_CONNECTIONS (wrk's keep-alive connections),
 BENCH_PROXY_CPU / BENCH_LOAD_CPU (CPUs for Envoy and for wrk + upstream; default 0 and 1),
 BENCH_MICRO=0|1 (criterion), BENCH_DOCS=0|1 (rewrite docs/benchmarks.md), GRANTWALL_WASM (the filter).
+`bench/run.py --report .cache/bench/results-full.json` re-renders the tables (and the docs, in full mode)
+from a saved run without measuring again.
 
 Every Envoy runs with --concurrency 1 pinned to the proxy CPU; wrk (one thread) and the Rust upstream
 share the other CPU. Cells of one group (same body and policy size) run back to back and their order
@@ -82,15 +84,13 @@ def run_micro() -> dict[str, float]:
     started = time.time()
     subprocess.run(["cargo", "bench", "--locked", "-p", "grantwall-core", "--bench", "engine", "--",
                     "--warm-up-time", "1", "--measurement-time", "2", "--noplot"], cwd=REPO_ROOT, check=True)
-    out: dict[str, float] = {}
-    for bench_json in sorted((REPO_ROOT / "target" / "criterion").glob("**/new/benchmark.json")):
+    found = []
+    for bench_json in (REPO_ROOT / "target" / "criterion").glob("**/new/benchmark.json"):
         estimates = bench_json.with_name("estimates.json")
-        if estimates.stat().st_mtime < started:
-            continue  # left over from an earlier run
-        full_id = json.loads(bench_json.read_text())["full_id"]
-        out[full_id] = json.loads(estimates.read_text())["median"]["point_estimate"]
-    order = ["parse", "decide", "request", "load"]
-    return dict(sorted(out.items(), key=lambda kv: (order.index(kv[0].split("/")[0]) if kv[0].split("/")[0] in order else 9, kv[0])))
+        if estimates.stat().st_mtime >= started:     # older ones are left over from earlier runs
+            found.append((estimates.stat().st_mtime, json.loads(bench_json.read_text())["full_id"],
+                          json.loads(estimates.read_text())["median"]["point_estimate"]))
+    return {full_id: ns for _, full_id, ns in sorted(found)}   # in the order criterion ran them
 
 
 def check(cell: scenarios.Cell, run: Run) -> str | None:
@@ -113,9 +113,46 @@ def write_docs(section: str) -> None:
     DOCS.write_text(f"{head}{BEGIN}\n{section}\n{END}{tail}")
 
 
+def plan_for(quick: bool, seconds: float, reps: int, connections: int) -> scenarios.Plan:
+    return (scenarios.quick_plan if quick else scenarios.full_plan)(seconds=seconds, reps=reps, connections=connections)
+
+
+def finish(plan: scenarios.Plan, info: dict, micro: dict[str, float], all_runs: list[Run]) -> None:
+    """Print the summary and, in full mode (or with BENCH_DOCS=1), rewrite the results in docs/benchmarks.md."""
+    by_label = {(c.instance.label, c.scenario): c.key for c in plan.cells}
+    results: dict[str, list[Run]] = {c.key: [] for c in plan.cells}
+    for run in all_runs:
+        results[by_label[(run.config, run.scenario)]].append(run)
+    table = report.markdown_table(plan, results, scenarios.NOT_YET)
+    print()
+    print(report.short_table(plan, results))
+    for what, why in scenarios.NOT_YET:
+        print(f"{what}: {why}")
+    if micro:
+        print()
+        print(report.micro_table(micro))
+    print(f"\nwasm: {info['wasm_bytes']:,} bytes; load average before {info['load_before']}, after {info['load_after']}; "
+          f"{info['elapsed_s']}s")
+    if flag("BENCH_DOCS", info["mode"] == "full"):
+        write_docs(section(info, table, micro, all_runs))
+        print(f"results written to {DOCS.relative_to(REPO_ROOT)}")
+
+
+def rerender(path: Path) -> int:
+    saved = json.loads(path.read_text())
+    info = saved["info"]
+    plan = plan_for(info["mode"] == "quick", info["seconds"], info["reps"], info["connections"])
+    fields = set(Run.__dataclass_fields__)
+    runs = [Run(**{k: v for k, v in r.items() if k in fields}) for r in saved["runs"]]
+    finish(plan, info, saved["micro_ns"], runs)
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--report":
+        return rerender(Path(sys.argv[2]))
     quick = flag("BENCH_QUICK", False)
-    seconds = env_num("BENCH_SECONDS", 2 if quick else 3)
+    seconds = env_num("BENCH_SECONDS", 2)
     reps = int(env_num("BENCH_REPS", 2 if quick else 5))
     connections = int(env_num("BENCH_CONNECTIONS", 16))
     multi = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -126,7 +163,7 @@ def main() -> int:
         print(f"{wasm} missing: run `make build` first", file=sys.stderr)
         return 2
     ensure_wrk()
-    plan = (scenarios.quick_plan if quick else scenarios.full_plan)(seconds=seconds, reps=reps, connections=connections)
+    plan = plan_for(quick, seconds, reps, connections)
     mode = "quick" if quick else "full"
     started = time.time()
     info = {"mode": mode, "machine": machine(), "load_before": load_average(), "wasm_bytes": wasm.stat().st_size,
@@ -151,7 +188,6 @@ def main() -> int:
     upstream = envoys.start_upstream(cpu=load_cpu, binary=upstream_bin)
     running: dict[scenarios.Instance, envoys.BenchEnvoy] = {}
     startup: dict[str, float] = {}
-    results: dict[str, list[Run]] = {c.key: [] for c in plan.cells}
     all_runs: list[Run] = []
     try:
         for inst in plan.instances:
@@ -180,9 +216,7 @@ def main() -> int:
             for g in plan.groups:
                 k = rep % len(g.cells)
                 for cell in g.cells[k:] + g.cells[:k]:
-                    run = one(cell, rep, seconds)
-                    results[cell.key].append(run)
-                    all_runs.append(run)
+                    all_runs.append(one(cell, rep, seconds))
             log(f"rep {rep}/{reps} done; load average {load_average()}")
     finally:
         for e in running.values():
@@ -192,21 +226,10 @@ def main() -> int:
     info["load_after"] = load_average()
     info["elapsed_s"] = round(time.time() - started)
     info["startup_s"] = {k: round(v, 1) for k, v in startup.items()}
-    report.save_json(CACHE / f"results-{mode}.json", {
-        "info": info, "micro_ns": micro, "runs": [r.as_dict() for r in all_runs]})
-    table = report.markdown_table(plan, results, scenarios.NOT_YET)
-    print()
-    print(report.short_table(plan, results))
-    for what, why in scenarios.NOT_YET:
-        print(f"{what}: {why}")
-    if micro:
-        print()
-        print(report.micro_table(micro))
-    print(f"\nwasm: {info['wasm_bytes']:,} bytes; load average before {info['load_before']}, after {info['load_after']}; "
-          f"{info['elapsed_s']}s; raw runs in {CACHE / f'results-{mode}.json'}")
-    if flag("BENCH_DOCS", not quick):
-        write_docs(section(info, table, micro, all_runs))
-        print(f"results written to {DOCS.relative_to(REPO_ROOT)}")
+    saved = CACHE / f"results-{mode}.json"
+    report.save_json(saved, {"info": info, "micro_ns": micro, "runs": [r.as_dict() for r in all_runs]})
+    finish(plan, info, micro, all_runs)
+    print(f"raw runs in {saved.relative_to(REPO_ROOT)}")
     return 0
 
 
