@@ -15,6 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench import policies
 from bench.envoys import BENCH, BenchEnvoy, pinned
 
 WRK_SCRIPT = BENCH / "wrk-post.lua"
@@ -52,11 +53,11 @@ class Run:
 
 
 def run_wrk(envoy: BenchEnvoy, *, body_file: Path, xfcc: str, seconds: float, connections: int,
-            cpu: int | None, config: str = "", scenario: str = "", rep: int = 0) -> Run:
+            cpu: int | None, path: str = policies.MCP_PATH, config: str = "", scenario: str = "", rep: int = 0) -> Run:
     """One timed wrk run against `envoy` (1 thread, `connections` keep-alive connections)."""
     env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_XFCC": xfcc}
     cmd = pinned([wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                  "-s", str(WRK_SCRIPT), envoy.url()], cpu)
+                  "-s", str(WRK_SCRIPT), envoy.url(path)], cpu)
     upstream_before, cpu_before = envoy.upstream_requests(), envoy.cpu_seconds()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
     cpu_after, upstream_after = envoy.cpu_seconds(), envoy.upstream_requests()

@@ -22,6 +22,8 @@ DENIED_TOOL = "tool-99"          # granted to nobody: refused by default deny
 TRUST_DOMAIN = "cluster.local"
 CLUSTER = "bench_upstream"       # the cluster name in bench/envoy-*.yaml
 MCP_PATH = "/mcp"
+LIST_PATH = "/mcp/list"          # the upstream answers tools/list here with LIST_TOOLS tools (bench/upstream)
+LIST_TOOLS = 100
 MAX_BODY_BYTES = 1024 * 1024     # Grantwall's default maxBodyBytes; the native filter gets the same cap
 MCP_METADATA = "envoy.filters.http.mcp"   # the native MCP filter's dynamic metadata namespace (Envoy 1.40)
 
@@ -61,6 +63,9 @@ def grantwall_config(grants: int, *, audit_log: bool = False) -> dict:
         "principals": [i],
         "mcp": {"methods": [{"method": "tools/call", "names": TOOLS}]},
     } for i in range(callers)]
+    # KAN's translator lets anyone initialize and list tools; the same rule here keeps the two
+    # configurations equivalent (base protocol only: no functional method).
+    rules.append({"name": "allow-anyone-to-initialize-and-list-tools", "mcp": {"baseProtocol": True, "methods": []}})
     return {
         "version": "grantwall.io/v1alpha1",
         "settings": {
@@ -119,6 +124,14 @@ def native_rbac(grants: int) -> dict:
         "permissions": [{"any": True}],
     }
     return {"action": "ALLOW", "policies": policies}
+
+
+def tools_list_body() -> bytes:
+    return b'{"jsonrpc":"2.0","id":42,"method":"tools/list","params":{}}'
+
+
+def listed_tools(response_text: str) -> list[str]:
+    return [t["name"] for t in json.loads(response_text)["result"]["tools"]]
 
 
 def tools_call_body(size: int, tool: str) -> bytes:

@@ -44,13 +44,15 @@ def rows(plan: Plan, results: dict[str, list[Run]]) -> list[dict]:
     stats = {key: summarize(runs) for key, runs in results.items() if runs}
     out = []
     for g in plan.groups:
-        base = next((c for c in plan.cells if c.instance.kind == "passthrough" and c.size == g.size), None)
+        base = next((c for c in plan.cells if c.instance.kind == "passthrough" and c.size == g.size
+                     and c.op == g.cells[0].op), None)
         base_s = stats.get(base.key) if base else None
         for cell in g.cells:
             s = stats.get(cell.key)
             if s is None:
                 continue
-            native = next((c for c in g.cells if c.instance.kind == "native" and c.verdict == cell.verdict), None)
+            native = next((c for c in g.cells if c.instance.kind == "native" and c.verdict == cell.verdict
+                           and c.op == cell.op), None)
             native_s = stats.get(native.key) if native else None
             row = {"cell": cell, "stats": s, "vs_pass": "", "vs_native": "", "cpu_vs_pass": "", "cpu_vs_native": ""}
             if cell.instance.kind == "grantwall":
@@ -74,7 +76,11 @@ def markdown_table(plan: Plan, results: dict[str, list[Run]], not_yet: list[tupl
     for row in rows(plan, results):
         c: Cell = row["cell"]
         s = row["stats"]
-        scenario = c.scenario if c.instance.kind != "passthrough" else f"tools/call {size_label(c.size)} (baseline)"
+        scenario = c.scenario
+        if c.instance.kind == "passthrough":
+            scenario = f"tools/call {size_label(c.size)} (baseline)" if c.op == "call" else f"{c.scenario} (baseline)"
+        elif c.op == "list":
+            scenario += " — filtered to 10" if c.instance.kind == "grantwall" else " — unfiltered (no list filtering)"
         lines.append(
             f"| {scenario} | {c.instance.label} | {_fmt(s['rps'])} ({_fmt(s['rps_min'])}–{_fmt(s['rps_max'])}) "
             f"| {_fmt(s['spread_pct'])}% | {_fmt(s['p50_ms'], 2)} | {_fmt(s['p99_ms'], 2)} "

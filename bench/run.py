@@ -178,12 +178,11 @@ def main() -> int:
     work = CACHE / mode
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    bodies: dict[tuple[int, str], Path] = {}
+    bodies: dict[str, Path] = {}
     for cell in plan.cells:
-        key = (cell.size, cell.tool)
-        if key not in bodies:
-            bodies[key] = work / f"body-{cell.size}-{cell.tool}.json"
-            bodies[key].write_bytes(policies.tools_call_body(cell.size, cell.tool))
+        if cell.body_key not in bodies:
+            bodies[cell.body_key] = work / f"body-{cell.body_key}.json"
+            bodies[cell.body_key].write_bytes(cell.body())
 
     upstream = envoys.start_upstream(cpu=load_cpu, binary=upstream_bin)
     running: dict[scenarios.Instance, envoys.BenchEnvoy] = {}
@@ -201,7 +200,7 @@ def main() -> int:
             log(f"started {inst.name} in {startup[inst.name]:.1f}s")
 
         def one(cell: scenarios.Cell, rep: int, secs: float) -> Run:
-            run = run_wrk(running[cell.instance], body_file=bodies[(cell.size, cell.tool)],
+            run = run_wrk(running[cell.instance], body_file=bodies[cell.body_key], path=cell.path,
                           xfcc=policies.xfcc(cell.grants), seconds=secs, connections=connections, cpu=load_cpu,
                           config=cell.instance.label, scenario=cell.scenario, rep=rep)
             problem = check(cell, run)

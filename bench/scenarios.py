@@ -45,13 +45,25 @@ class Cell:
     """One (Envoy, request) pair measured repeatedly."""
 
     instance: Instance
-    size: int
+    size: int                      # request body bytes (tools/call); 0 for tools/list
     grants: int
     verdict: str                   # allow | deny: what the policy says about the request
+    op: str = "call"               # call: tools/call; list: tools/list of LIST_TOOLS tools, filtered per caller
 
     @property
     def tool(self) -> str:
         return policies.ALLOWED_TOOL if self.verdict == "allow" else policies.DENIED_TOOL
+
+    @property
+    def path(self) -> str:
+        return policies.LIST_PATH if self.op == "list" else policies.MCP_PATH
+
+    @property
+    def body_key(self) -> str:
+        return "list" if self.op == "list" else f"{self.size}-{self.tool}"
+
+    def body(self) -> bytes:
+        return policies.tools_list_body() if self.op == "list" else policies.tools_call_body(self.size, self.tool)
 
     @property
     def forwarded(self) -> bool:
@@ -60,11 +72,13 @@ class Cell:
 
     @property
     def scenario(self) -> str:
+        if self.op == "list":
+            return f"tools/list of {policies.LIST_TOOLS} tools, {self.grants:,} grants"
         return f"tools/call {size_label(self.size)}, {self.grants:,} grants, {self.verdict}"
 
     @property
     def key(self) -> str:
-        return f"{self.instance.name}|{self.size}|{self.verdict}"
+        return f"{self.instance.name}|{self.op}|{self.size}|{self.verdict}"
 
 
 @dataclass
@@ -111,20 +125,30 @@ def group(size: int, grants: int, *, passthrough: bool = True, audit: bool = Fal
     return g
 
 
+def list_group(grants: int = 10) -> Group:
+    """tools/list answered with 100 tools: Grantwall filters it to the caller's 10; the native chain has no
+    list filtering (KAN lets anyone list tools) and forwards all 100, like pass-through."""
+    g = Group(size=0, grants=grants)
+    g.cells = [Cell(Instance("passthrough"), 0, grants, "allow", "list"),
+               Cell(Instance("native", grants), 0, grants, "allow", "list"),
+               Cell(Instance("grantwall", grants), 0, grants, "allow", "list")]
+    return g
+
+
 def full_plan(*, seconds: float, reps: int, connections: int) -> Plan:
     groups = [group(s, 10, audit=(s == KIB)) for s in (256, KIB, 64 * KIB, MIB)]
     # Policy size: 1 KiB bodies; the pass-through baseline is the 1 KiB group's.
     groups += [group(KIB, g, passthrough=False) for g in (1_000, 100_000)]
+    groups.append(list_group())
     return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
 
 
 def quick_plan(*, seconds: float, reps: int, connections: int) -> Plan:
-    groups = [group(KIB, 10), group(KIB, 1_000, passthrough=False)]
+    groups = [group(KIB, 10), group(KIB, 1_000, passthrough=False), list_group()]
     return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
 
 
 # Scenario slots the issue asks for that need features not built yet.
 NOT_YET = [
-    ("tools/list filtering of a 100-tool list", "n/a until #3 (tools/list filtering is not implemented)"),
     ("JWT verification", "n/a until #5 (JWT sources are not implemented)"),
 ]

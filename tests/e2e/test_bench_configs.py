@@ -48,10 +48,10 @@ def proxies(upstream: envoys.Upstream, wasm_path: Path, e2e_dir: Path) -> Iterat
             e.stop()
 
 
-def post(envoy: envoys.BenchEnvoy, body: bytes, xfcc: str) -> httpx.Response:
+def post(envoy: envoys.BenchEnvoy, body: bytes, xfcc: str, path: str = policies.MCP_PATH) -> httpx.Response:
     headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
                "x-forwarded-client-cert": xfcc}
-    return httpx.post(envoy.url(), content=body, headers=headers, timeout=10, trust_env=False)
+    return httpx.post(envoy.url(path), content=body, headers=headers, timeout=10, trust_env=False)
 
 
 def reached_upstream(resp: httpx.Response) -> bool:
@@ -74,7 +74,7 @@ def test_native_and_grantwall_configs_validate(grants: int, wasm_path: Path, e2e
 def test_grantwall_config_has_the_grants_it_claims() -> None:
     config = policies.grantwall_config(1_000)
     rules = config["backends"][0]["policies"][0]["rules"]
-    assert sum(len(r["mcp"]["methods"][0]["names"]) for r in rules) == 1_000
+    assert sum(len(m.get("names", [])) for r in rules for m in r["mcp"]["methods"]) == 1_000
     assert config["principals"] == sorted(config["principals"])
     assert len(policies.native_rbac(1_000)["policies"]) == 100 + 3   # one per rule, plus KAN's three
 
@@ -101,3 +101,15 @@ def test_native_and_grantwall_give_the_same_answers(proxies: dict[str, envoys.Be
             assert g.status_code == 200                      # Grantwall's KAN-shaped JSON-RPC denial
             assert json.loads(g.text)["error"]["code"] == 403
             assert json.loads(g.text)["id"] == 42
+
+
+@pytest.mark.parametrize("grants", GRANTS)
+def test_tools_list_is_filtered_by_grantwall_only(proxies: dict[str, envoys.BenchEnvoy], grants: int) -> None:
+    body, xfcc = policies.tools_list_body(), policies.xfcc(grants)
+    everything = [f"tool-{i:02d}" for i in range(policies.LIST_TOOLS)]
+    for name in ("passthrough", f"native-{grants}"):     # KAN lets anyone list tools, unfiltered
+        resp = post(proxies[name], body, xfcc, policies.LIST_PATH)
+        assert reached_upstream(resp) and policies.listed_tools(resp.text) == everything, name
+    resp = post(proxies[f"grantwall-{grants}"], body, xfcc, policies.LIST_PATH)
+    assert reached_upstream(resp)
+    assert policies.listed_tools(resp.text) == policies.TOOLS       # the caller's ten
