@@ -25,6 +25,9 @@ pub struct Message<'a> {
     /// `params.arguments` as raw JSON text, only when parsed with [`Options::capture_arguments`] (CEL rules
     /// that read `request.mcp.arguments`). Borrowed from the body: capturing allocates nothing.
     pub arguments: Option<&'a str>,
+    /// `params` has a `task` member (a task-augmented request, 2025-11-25). Noted during the one strict pass
+    /// so the filter need not parse the body again to find out.
+    pub task_augmented: bool,
 }
 
 /// What the parser keeps beyond what every decision needs.
@@ -162,6 +165,7 @@ struct Params<'a> {
     protocol_version: Option<StrOrOther<'a>>,
     ref_target: Option<Cow<'a, str>>,
     arguments: Option<&'a str>,
+    task: bool,
 }
 
 impl<'a> Envelope<'a> {
@@ -200,7 +204,7 @@ impl<'a> Envelope<'a> {
             }
             _ => None,
         };
-        Ok(Message { kind, id: self.id, method, target, protocol_version, arguments: params.arguments })
+        Ok(Message { kind, id: self.id, method, target, protocol_version, arguments: params.arguments, task_augmented: params.task })
     }
 }
 
@@ -526,6 +530,10 @@ impl<'de> Visitor<'de> for ParamsSeed<'_, 'de> {
                         return Err(refuse(self.refusal, classify_serde_error(&e)));
                     }
                     self.params.arguments = Some(raw.get());
+                }
+                "task" => {
+                    self.params.task = true;
+                    map.next_value_seed(StrictValue)?
                 }
                 _ => map.next_value_seed(StrictValue)?,
             }

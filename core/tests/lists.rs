@@ -220,6 +220,17 @@ fn task_ids_are_read_from_requests_and_created_tasks() {
     use grantwall_core::sidechannel::{created_task_id, is_task_augmented, task_id_param};
     assert!(is_task_augmented(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{"ttl":1000}}}"#).unwrap());
     assert!(!is_task_augmented(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#).unwrap());
+    // The strict parser notes the same thing in its one pass (the filter uses that instead).
+    for body in [
+        &br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","task":{"ttl":1000}}}"#[..],
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"task":1}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","Task":{}}}"#,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"task":null}}"#,
+    ] {
+        let parsed = grantwall_core::jsonrpc::parse(body).unwrap();
+        assert_eq!(parsed.task_augmented, is_task_augmented(body).unwrap(), "{}", String::from_utf8_lossy(body));
+    }
     assert_eq!(task_id_param(br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-1"}}"#).unwrap().as_deref(), Some("t-1"));
     assert!(task_id_param(br#"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a","taskId":"b"}}"#).is_err());
     let created = r#"{"jsonrpc":"2.0","id":"c1","result":{"task":{"taskId":"t-9","status":"working"}}}"#;

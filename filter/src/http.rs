@@ -258,7 +258,7 @@ impl GrantwallHttp {
                 let modern = captured.protocol_version.as_deref().is_some_and(|v| v >= mcp::HEADER_ROUTING_REVISION);
                 self.list = Some(ListWatch::new(kind, id, modern));
             } else if captured.backend.is_some() {
-                let task = message.id.filter(|_| sidechannel::is_task_augmented(&body) == Ok(true));
+                let task = message.id.filter(|_| message.task_augmented);
                 self.stream = Some(StreamWatch::new(task.map(str::to_owned)));
             }
         }
