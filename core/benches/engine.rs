@@ -87,7 +87,7 @@ fn decide(c: &mut Criterion) {
         let backend = e.route(Some(CLUSTER), "127.0.0.1", "/mcp").map(|r| r.backend);
         for (verdict, tool) in [("allow", "tool-03"), ("deny", "tool-99")] {
             let op = McpOp { name: "tools/call", base: false, method: Some(McpMethod::ToolsCall), target: Some(tool), arguments: None };
-            let req = Request { method: "POST", path: "/mcp", authority: "127.0.0.1", destination_port: None, headers: &[], principal: Some(&caller), backend, time: None };
+            let req = Request { method: "POST", path: "/mcp", authority: "127.0.0.1", destination_port: None, headers: &[], principal: Some(&caller), backend, time: None, jwt_claims: None };
             assert_eq!(e.decide(&req, Some(&op)).allowed, verdict == "allow");
             group.bench_function(BenchmarkId::new(verdict, format!("{grants} grants")), |bench| {
                 bench.iter(|| e.decide(black_box(&req), black_box(Some(&op))).allowed)
@@ -114,6 +114,7 @@ fn core_request(e: &Engine, xfcc: &str, body: &[u8]) -> usize {
         principal: who.as_ref().map(|i| i.principal.as_str()),
         backend: route.map(|r| r.backend),
         time: None,
+        jwt_claims: None,
     };
     let decision = e.decide(&req, Some(&op));
     let record = AuditRecord {
