@@ -17,11 +17,13 @@ pub struct Challenge {
 /// A host failure while reading or stripping the token header.
 pub struct HostFailure;
 
-/// The verified token of this request, if any; `Err(Ok(challenge))` refuses with 401.
+/// The verified token of this request, if any; `Err(Ok(challenge))` refuses with 401. `headers` are the
+/// request headers the glue already read (one host call for all of them).
 pub fn authenticate(
     verifier: &Verifier,
     settings: &JwtSettings,
     backend: Option<&str>,
+    headers: &host::HeaderMap,
 ) -> Result<Option<TokenIdentity>, Result<Challenge, HostFailure>> {
     if verifier.is_empty() {
         return Ok(None);
@@ -30,11 +32,11 @@ pub fn authenticate(
     let metadata = requirement.and_then(|r| r.resource_metadata.as_deref());
     let mut found = None;
     for header in verifier.headers() {
-        let Some(raw) = host::request_header(header).map_err(|_| Err(HostFailure))? else { continue };
-        let Ok(value) = String::from_utf8(raw) else {
+        let Some(raw) = headers.get(header) else { continue };
+        let Ok(value) = std::str::from_utf8(raw) else {
             return Err(Ok(invalid(format!("{header} is not UTF-8"), metadata)));
         };
-        if let Ok(token) = verifier.extract(header, &value) {
+        if let Ok(token) = verifier.extract(header, value) {
             if found.is_some() {
                 return Err(Ok(invalid("more than one bearer token".into(), metadata)));
             }

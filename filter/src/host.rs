@@ -97,11 +97,12 @@ pub struct HeaderMap {
 }
 
 impl HeaderMap {
-    /// The first value of header `name` (lower case) — what Envoy's single-header lookup returns.
+    /// The first value of header `name` — what Envoy's single-header lookup returns. Case-insensitive like
+    /// that lookup (Envoy hands header names over in lower case; configured names may not be).
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.entries
             .iter()
-            .find(|(k, _)| self.raw.get(k.clone()) == Some(name.as_bytes()))
+            .find(|(k, _)| self.raw.get(k.clone()).is_some_and(|k| k.eq_ignore_ascii_case(name.as_bytes())))
             .and_then(|(_, v)| self.raw.get(v.clone()))
     }
 }

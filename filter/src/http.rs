@@ -118,7 +118,7 @@ impl GrantwallHttp {
         let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), trust)
             .map_err(|e| refusal(400, -32600, "identity-error", e.message()))?;
         let jwt = &engine.settings().identity.jwt;
-        let token = match auth::authenticate(&self.verifier, jwt, backend.and_then(|b| engine.backend_name(b))) {
+        let token = match auth::authenticate(&self.verifier, jwt, backend.and_then(|b| engine.backend_name(b)), &headers) {
             Ok(token) => token,
             Err(Ok(ch)) => {
                 return Err(Refusal { status: 401, code: -32001, reason: ch.reason, message: ch.message, www_authenticate: Some(ch.www_authenticate) })
