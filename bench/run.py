@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench`: Grantwall vs Envoy pass-through vs Envoy's native MCP+RBAC, side by side, on loopback.
 
-    make bench                     # full run (~8 min once built): micro-benchmarks + load matrix,
+    make bench                     # full run (~8 min once built, ~13 fresh): micro-benchmarks + load matrix,
                                    # results written into docs/benchmarks.md
     BENCH_QUICK=1 make bench       # ~1 min smoke run: 1 KiB bodies, 10 and 1,000 grants, no criterion;
                                    # results only printed and saved under .cache/bench/
