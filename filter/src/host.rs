@@ -102,8 +102,17 @@ impl HeaderMap {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         self.entries
             .iter()
-            .find(|(k, _)| self.raw.get(k.clone()).is_some_and(|k| k.eq_ignore_ascii_case(name.as_bytes())))
+            .find(|(k, _)| self.is_named(k, name))
             .and_then(|(_, v)| self.raw.get(v.clone()))
+    }
+
+    /// How many times header `name` appears.
+    pub fn count(&self, name: &str) -> usize {
+        self.entries.iter().filter(|(k, _)| self.is_named(k, name)).count()
+    }
+
+    fn is_named(&self, key: &std::ops::Range<usize>, name: &str) -> bool {
+        self.raw.get(key.clone()).is_some_and(|k| k.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 

@@ -640,8 +640,12 @@ fn parse_refusal(e: &ParseError) -> Refusal {
     refusal(400, e.code(), e.reason(), &e.to_string())
 }
 
-/// A request header as UTF-8; a non-UTF-8 value is refused rather than guessed at.
+/// A request header as UTF-8; a non-UTF-8 value is refused rather than guessed at, and so is a header the
+/// filter reads that appears twice: Envoy's lookup returns the first value, an upstream may act on another.
 fn header_str(headers: &host::HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+    if headers.count(name) > 1 {
+        return Err(refusal(400, -32600, "invalid-request", &format!("header {name} appears more than once")));
+    }
     match headers.get(name) {
         None => Ok(None),
         Some(bytes) => std::str::from_utf8(bytes)

@@ -137,6 +137,27 @@ def test_requests_with_trailers_are_decided_on_the_whole_body(envoy, pki, alice,
         assert upstream_log.requests() == []
 
 
+@pytest.mark.parametrize("name,values", [
+    ("content-type", ["application/json", "text/plain"]),
+    ("content-encoding", ["identity", "gzip"]),
+    ("mcp-name", ["echo", "delete-everything"]),
+    ("mcp-method", ["tools/call", "tools/list"]),
+])
+def test_a_repeated_header_the_filter_reads_is_refused(envoy, pki, alice, upstream_log, name, values):
+    """Envoy's lookup sees the first value; a server may read the last. Neither is guessed at. (Envoy's
+    HTTP/1 codec folds some repeats into one comma-joined value, which is then refused as unreadable.)"""
+    body, headers = modern_request("tools/call", {"name": "echo", "arguments": {"message": "m"}})
+    pairs = [(k, v) for k, v in {**headers, "content-type": "application/json",
+                                  "accept": "application/json, text/event-stream"}.items() if k != name]
+    pairs += [(name, v) for v in values]
+    resp = raw_request("POST", envoy.url(), ca=pki.ca_cert, cert=alice, body=body, headers=pairs)
+    assert resp.status in (400, 415), resp.body
+    msg = json.loads(resp.body)
+    assert msg["error"]["data"]["reason"] in ("invalid-request", "unsupported-content-type",
+                                              "unsupported-content-encoding")
+    assert upstream_log.requests() == []
+
+
 # The tests below start their own Envoys, which replaces the module's `envoy`: keep them last.
 
 def test_client_supplied_xfcc_is_not_an_identity(start_envoy, compile_policy, pki, client_cert, upstream_log):
