@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 
 from .procs import spawn
-from .upstream import UpstreamLog, UpstreamServer
+from .upstream import UpstreamLog, UpstreamServer, wait_until_ready
 
 TS_DIR = Path(__file__).with_name("ts_server")
 
@@ -36,23 +34,4 @@ def start_ts_server(workdir: Path, timeout: float = 20.0, *, script: str = "serv
     with open(stderr_path, "ab") as err:
         proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=TS_DIR)
     server = UpstreamServer(proc, 0, mode, UpstreamLog(log_path), stderr_path)
-    try:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=2) as http:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"ts server exited with {proc.returncode}:\n{server.stderr_tail()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"ts server not ready after {timeout}s:\n{server.stderr_tail()}")
-                if not server.port and port_file.exists():
-                    server.port = int(port_file.read_text())
-                if server.port:
-                    try:
-                        if http.get(f"http://127.0.0.1:{server.port}/healthz").status_code == 200:
-                            return server
-                    except httpx.TransportError:
-                        pass
-                time.sleep(0.05)
-    except BaseException:
-        server.stop()
-        raise
+    return wait_until_ready(server, port_file, "ts server", timeout)

@@ -109,14 +109,19 @@ def start_mcp_server(workdir: Path, *, mode: str = "stateful", json_response: bo
     with open(stderr_path, "ab") as err:
         proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
     server = UpstreamServer(proc, 0, mode, UpstreamLog(log_path), stderr_path)
+    return wait_until_ready(server, port_file, "mcp_server.py", timeout)
+
+
+def wait_until_ready(server: UpstreamServer, port_file: Path, what: str, timeout: float) -> UpstreamServer:
+    """Poll until the server has written its port and answers /healthz; stop it if it never does."""
     try:
         deadline = time.monotonic() + timeout
         with httpx.Client(trust_env=False, timeout=2) as http:
             while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"mcp_server.py exited with {proc.returncode}:\n{server.stderr_tail()}")
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"{what} exited with {server.proc.returncode}:\n{server.stderr_tail()}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"mcp_server.py not ready after {timeout}s:\n{server.stderr_tail()}")
+                    raise RuntimeError(f"{what} not ready after {timeout}s:\n{server.stderr_tail()}")
                 if not server.port and port_file.exists():
                     server.port = int(port_file.read_text())
                 if server.port:
