@@ -112,9 +112,10 @@ def test_tasks_belong_to_their_creator(envoy, pki, client_cert, ts_log, ts_upstr
 
 
 def run_tool_with_server_request(session: Session, tool: str, arguments: dict, answer):
-    """Call `tool` on an SSE stream; when the server's request arrives, `answer(request)` runs (in this
-    thread, while the stream stays open). Returns (server requests seen, final result message)."""
-    seen, final = [], {}
+    """Call `tool` on an SSE stream; when the server's request arrives, `answer(request)` runs on its own
+    thread while the stream stays open. Returns (server requests seen, final result message) once every
+    answer has finished: the stream can end before an answer's own POST has returned."""
+    seen, final, answering = [], {}, []
     call = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}
     with session.http.stream("POST", session.url, content=json.dumps(call), headers=session.h) as resp:
         data = []
@@ -126,9 +127,13 @@ def run_tool_with_server_request(session: Session, tool: str, arguments: dict, a
                 data = []
                 if "method" in msg and "id" in msg:
                     seen.append(msg)
-                    threading.Thread(target=answer, args=(msg,)).start()
+                    answering.append(threading.Thread(target=answer, args=(msg,)))
+                    answering[-1].start()
                 elif msg.get("id") == 7:
                     final = msg
+    for thread in answering:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), "an answer to a server request did not finish in 30 s"
     return seen, final
 
 
