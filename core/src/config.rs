@@ -38,6 +38,9 @@ pub struct Config {
     /// How a request finds its backend.
     #[serde(default)]
     pub routes: Routes,
+    /// Rate limits, fan-out caps and context budgets (GrantwallRateLimitPolicy; core/src/limits.rs).
+    #[serde(default, skip_serializing_if = "crate::limits::LimitsConfig::is_empty")]
+    pub limits: crate::limits::LimitsConfig,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

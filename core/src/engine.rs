@@ -202,6 +202,7 @@ pub struct Engine {
     needs_time: bool,
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
+    limits: crate::limits::Limits,
 }
 
 impl Engine {
@@ -249,6 +250,7 @@ impl Engine {
             });
         }
         let backend_count = backends.len();
+        let limits = crate::limits::Limits::new(&config.limits, backend_count).map_err(|(p, m)| config_error(p, m))?;
         let check_route = |kind: &str, key: &String, idx: u32| {
             if (idx as usize) < backend_count {
                 Ok(())
@@ -287,7 +289,13 @@ impl Engine {
             needs_arguments,
             needs_time,
             uses_ports,
+            limits,
         })
+    }
+
+    /// Rate limits, fan-out caps and context budgets.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
     }
 
     pub fn settings(&self) -> &Settings {

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod jsonrpc;
 pub mod listfilter;
 pub mod jwt;
+pub mod limits;
 pub mod mcp;
 pub mod pinning;
 pub mod respond;
