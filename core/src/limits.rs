@@ -416,6 +416,11 @@ impl Limits {
         self.gateway_rules || backend.and_then(|b| self.backend_rules.get(b as usize)).copied().unwrap_or(false)
     }
 
+    /// Which shared tables the filter must prepare: (rate buckets, fan-out counters).
+    pub fn tables_needed(&self) -> (bool, bool) {
+        (self.rules.iter().any(|r| !r.rates.is_empty()), self.rules.iter().any(|r| r.fan_out.is_some()))
+    }
+
     pub fn publish_headers(&self) -> bool {
         self.publish_headers
     }
@@ -430,7 +435,7 @@ impl Limits {
     }
 
     /// The buckets this request must pass. `tool` counts only for `tools/call`.
-    pub fn rate_checks<'a>(&'a self, s: &'a Subject<'a>) -> impl Iterator<Item = RateCheck<'a>> + 'a {
+    pub fn rate_checks<'a: 's, 's>(&'a self, s: &'s Subject<'s>) -> impl Iterator<Item = RateCheck<'a>> + 's {
         self.rules.iter().filter(move |r| r.applies(s)).flat_map(move |r| {
             r.rates.iter().filter_map(move |l| {
                 if let Some(tools) = &l.tools {
@@ -455,7 +460,7 @@ impl Limits {
     }
 
     /// The fan-out counters this request takes (per identity).
-    pub fn fan_out_checks<'a>(&'a self, s: &'a Subject<'a>) -> impl Iterator<Item = FanOutCheck<'a>> + 'a {
+    pub fn fan_out_checks<'a: 's, 's>(&'a self, s: &'s Subject<'s>) -> impl Iterator<Item = FanOutCheck<'a>> + 's {
         self.rules.iter().filter(move |r| r.applies(s)).filter_map(move |r| {
             let (cap, seed) = r.fan_out.as_ref()?;
             let mut h = seed.clone();

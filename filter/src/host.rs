@@ -176,6 +176,15 @@ pub fn set_response_header(name: &str, value: &str) -> Result<(), HostError> {
     ok(rc)
 }
 
+/// Set (replace or add) a request header; before the filter continues, later filters see it.
+pub fn set_request_header(name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: buffers live for the call.
+    let rc = unsafe {
+        proxy_replace_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    };
+    ok(rc)
+}
+
 /// Remove a response header (absent is fine).
 pub fn remove_response_header(name: &str) -> Result<(), HostError> {
     // SAFETY: buffer lives for the call.

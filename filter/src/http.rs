@@ -45,6 +45,9 @@ pub struct GrantwallHttp {
     stream: Option<StreamWatch>,
     /// A side-channel refusal found in the body before the engine decided (tasks, sampling tool_use).
     side_refusal: Option<&'static str>,
+    /// Fan-out counts this request holds while in flight; dropping it (on_log, or with the context on any
+    /// other end of the stream) gives them back (limits.rs).
+    lease: std::cell::Cell<Option<crate::limits::FanOutLease>>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -92,6 +95,7 @@ impl GrantwallHttp {
             bind_session: false,
             stream: None,
             side_refusal: None,
+            lease: std::cell::Cell::new(None),
         }
     }
 
@@ -100,6 +104,12 @@ impl GrantwallHttp {
         let headers = host::request_headers()
             .map_err(|_| refusal(500, -32603, "internal-error", "could not read the request headers"))?;
         let header_str = |name: &str| header_str(&headers, name);
+        for name in [crate::limits::IDENTITY_HEADER, crate::limits::TOOL_HEADER, crate::limits::BACKEND_HEADER] {
+            // Only the filter may set what Envoy's global rate-limit descriptors read.
+            if headers.get(name).is_some() && host::remove_request_header(name).is_err() {
+                return Err(refusal(500, -32603, "internal-error", "could not remove a client-sent x-grantwall header"));
+            }
+        }
         let method = header_str(":method")?.unwrap_or_default();
         let path = header_str(":path")?.unwrap_or_default();
         let authority = header_str(":authority")?.unwrap_or_default();
@@ -143,8 +153,11 @@ impl GrantwallHttp {
             session_id: None,
         };
 
-        if !engine.has_policies(backend) {
+        if !engine.has_policies(backend) && !engine.limits().applies(backend) {
             self.finish_allowed(&captured, None);
+            if engine.limits().publish_headers() && crate::limits::publish_headers(&subject_of(&engine, &captured, None)).is_err() {
+                return Err(refusal(500, -32603, "internal-error", "could not publish the x-grantwall headers"));
+            }
             return Ok(Action::Continue);
         }
         if engine.uses_ports() {
@@ -236,6 +249,9 @@ impl GrantwallHttp {
             .unwrap_or_default();
         let options = jsonrpc::Options { capture_arguments: self.engine.needs_arguments() };
         let message = jsonrpc::parse_with(&body, options).map_err(|e| parse_refusal(&e))?;
+        if let Some(action) = self.over_context_budget(captured, size, message.id, message.method.as_ref()) {
+            return Ok(action);
+        }
         let routing = RoutingHeaders {
             protocol_version: captured.protocol_version.as_deref(),
             mcp_method: captured.mcp_method.as_deref(),
@@ -288,6 +304,9 @@ impl GrantwallHttp {
             let refusal = self.pin_refusal(captured, op).or_else(|| self.session_refusal(captured, op)).or(self.side_refusal);
             match refusal {
                 None => {
+                    if let Some(action) = self.enforce_limits(captured, op, id, &mut record) {
+                        return action;
+                    }
                     self.emit(&record);
                     return Action::Continue;
                 }
@@ -475,6 +494,11 @@ impl HttpContext for GrantwallHttp {
         action
     }
 
+    fn on_log(&mut self) {
+        // The stream is over, however it ended: give back its fan-out counts.
+        drop(self.lease.take());
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if self.bind_session {
             self.bind_new_session();
@@ -518,6 +542,68 @@ impl HttpContext for GrantwallHttp {
 }
 
 impl GrantwallHttp {
+    /// Rate limits and fan-out caps of an allowed request (limits.rs), and the headers published for
+    /// Envoy's global rate limiting. Some(action) when the request is refused (reply sent, audit written).
+    fn enforce_limits<'a>(&'a self, c: &'a Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &mut AuditRecord<'a>) -> Option<Action> {
+        let limits = self.engine.limits();
+        if !limits.publish_headers() && !limits.applies(c.backend) {
+            return None;
+        }
+        let subject = subject_of(&self.engine, c, op);
+        let outcome = match crate::limits::admit(limits, &subject) {
+            Ok(Ok(lease)) if !limits.publish_headers() || crate::limits::publish_headers(&subject).is_ok() => {
+                self.lease.set(lease);
+                return None;
+            }
+            Ok(Ok(_)) => Err("could not publish the x-grantwall headers"),
+            Ok(Err(refused)) => Ok(refused),
+            Err(_) => Err("could not read or update the shared rate-limit state"),
+        };
+        record.decision = "deny";
+        let (reply, retry_after) = match outcome {
+            Ok(refused) => {
+                record.reason = refused.reason;
+                record.detail = Some(refused.rule);
+                let tool = op.filter(|o| o.name == "tools/call").and_then(|o| o.target);
+                let style = self.engine.settings().denial;
+                let reply = grantwall_core::limits::over_limit_reply(style, id, op.map(|o| o.name), tool, &refused);
+                (reply, Some(refused.retry_after_secs.to_string()))
+            }
+            Err(why) => {
+                // Cannot tell whether the caller is within its limits: fail closed.
+                record.reason = "internal-error";
+                record.detail = Some(why);
+                (respond::error_reply(500, id, -32603, why, Some("internal-error")), None)
+            }
+        };
+        self.emit(record);
+        let mut headers = vec![("content-type", "application/json"), ("cache-control", "no-store")];
+        if let Some(secs) = retry_after.as_deref() {
+            headers.push(("retry-after", secs));
+        }
+        if host::send_response(reply.status, &headers, reply.body.as_bytes()).is_err() {
+            log::error!("grantwall: could not send local reply (status {})", reply.status);
+        }
+        Some(Action::Pause)
+    }
+
+    /// A request body larger than the caller's context budget: 413 with a JSON-RPC error.
+    fn over_context_budget(&self, c: &Captured, size: usize, id: Option<&str>, method: &str) -> Option<Action> {
+        let subject = subject_of(&self.engine, c, None);
+        let (budget, rule) = self.engine.limits().context_budget(&subject)?;
+        if size <= budget as usize {
+            return None;
+        }
+        let mut record = self.base_record(c, Some(method), None);
+        record.decision = "deny";
+        record.reason = "context-budget-exceeded";
+        record.detail = Some(rule);
+        self.emit(&record);
+        let reply = grantwall_core::limits::over_budget_reply(id, size, budget, rule);
+        self.reply(&reply, None);
+        Some(Action::Pause)
+    }
+
     fn keep_for_response(&mut self, captured: Captured) {
         if self.list.is_some() || self.bind_session || self.stream.is_some() {
             self.response_ctx = Some(captured);
@@ -719,6 +805,16 @@ fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &Lis
         changed.push((item.key.to_owned(), detail));
     }
     !is_changed
+}
+
+/// What limits are keyed on: caller, backend, and the tool of a `tools/call`.
+fn subject_of<'a>(engine: &'a Engine, c: &'a Captured, op: Option<&McpOp<'a>>) -> grantwall_core::limits::Subject<'a> {
+    grantwall_core::limits::Subject {
+        principal: c.identity.as_ref().map(|i| i.principal.as_str()),
+        backend: c.backend,
+        backend_name: c.backend.and_then(|b| engine.backend_name(b)),
+        tool: op.filter(|o| o.name == "tools/call").and_then(|o| o.target),
+    }
 }
 
 /// The engine's view of a captured request.

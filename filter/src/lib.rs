@@ -8,6 +8,7 @@
 //! - `trap`: test-only VM trap injection (feature `trap-test`).
 //! - `response`: per-caller filtering of list responses (JSON and SSE).
 //! - `shared`: state shared across workers (tool-pin observations).
+//! - `limits`: rate limits, fan-out caps, context budgets (shared slot tables with CAS).
 
 #[cfg(target_arch = "wasm32")]
 mod auth;
@@ -15,6 +16,8 @@ mod auth;
 mod host;
 #[cfg(target_arch = "wasm32")]
 mod http;
+#[cfg(target_arch = "wasm32")]
+mod limits;
 #[cfg(target_arch = "wasm32")]
 mod metrics;
 #[cfg(target_arch = "wasm32")]

@@ -35,6 +35,9 @@ const DENY_REASONS: &[&str] = &[
     "sampling-tool-denied",
     "elicitation-url-refused",
     "stream-unreadable",
+    "rate-limited",
+    "fan-out-exceeded",
+    "context-budget-exceeded",
 ];
 
 pub struct Metrics {

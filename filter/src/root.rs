@@ -41,6 +41,10 @@ impl RootContext for GrantwallRoot {
                         return false;
                     }
                 };
+                if let Err(e) = crate::limits::prepare(engine.limits()) {
+                    log::error!("grantwall: could not prepare the shared rate-limit tables (host status {}); the plugin refuses to start", e.0);
+                    return false;
+                }
                 self.verifier = Some(Rc::new(verifier));
                 log::info!("grantwall: config loaded ({} bytes)", config.len());
                 self.engine = Some(Rc::new(engine));
