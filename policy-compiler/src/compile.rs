@@ -5,6 +5,7 @@
 use crate::crd_schema;
 use crate::diag::Diags;
 use crate::identity_crd::{self, ProviderIr};
+use crate::limits_crd;
 use crate::input::{self, Object, Source};
 use crate::policy::{self, PolicyIr, TargetKey, GROUP};
 use crate::routes::{self, BackendIr, PathAlias};
@@ -190,6 +191,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
 
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
     let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
+    let limits = limits_crd::build(&read.limits, gateway.as_deref(), &backend_names, &read.backend_names, &mut diags);
 
     if diags.has_errors() {
         diags.sort();
@@ -216,6 +218,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         gateway: gateway_target,
         backends: config_backends,
         routes,
+        limits,
     };
     let summary = summary(&config, &read);
     Ok(Compiled {
@@ -349,6 +352,8 @@ struct Read {
     /// GrantwallToolPolicy elicitation URL hosts: (backend ns/name, host).
     url_hosts: Vec<(String, String)>,
     providers: Vec<ProviderIr>,
+    /// GrantwallRateLimitPolicy objects.
+    limits: Vec<limits_crd::LimitPolicyIr>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -361,7 +366,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
             || (obj.group() == identity_crd::GROUP
-                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND));
+                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND))
+            || (obj.group() == limits_crd::GROUP && obj.kind == limits_crd::KIND);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -452,6 +458,10 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             if let Some(p) = identity_crd::read(&obj, &file, &opts.trust_domain, diags) {
                 read.providers.push(p);
             }
+        } else if obj.kind == limits_crd::KIND {
+            if let Some(p) = limits_crd::read(&obj, &ctx, diags) {
+                read.limits.push(p);
+            }
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);
@@ -534,6 +544,7 @@ fn select_gateway(read: &Read, opts: &Options, diags: &mut Diags) -> Option<Stri
             TargetKey::Gateway(g) => Some(g.clone()),
             TargetKey::Backend(_) => None,
         })
+        .chain(limits_crd::gateways(&read.limits).cloned())
         .collect();
     let known: BTreeSet<String> = targeted.union(&read.gateways).cloned().collect();
     if let Some(g) = &opts.gateway {

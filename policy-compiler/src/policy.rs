@@ -204,7 +204,7 @@ fn creation_timestamp(obj: &Object, diags: &mut Diags) -> Option<Instant> {
     parsed
 }
 
-fn targets(
+pub(crate) fn targets(
     refs: &[TargetRef],
     ns: &str,
     path: &FieldPath,
@@ -235,7 +235,7 @@ fn targets(
 }
 
 /// The SPIFFE ID a source names; `None` for "any caller" (no source) or after an error.
-fn principal(
+pub(crate) fn principal(
     source: Option<&Source>,
     policy_ns: &str,
     ctx: &Context<'_>,
