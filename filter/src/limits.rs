@@ -94,13 +94,15 @@ pub fn admit<'a>(limits: &'a Limits, s: &Subject<'_>) -> Result<Result<Option<Fa
         lease.get_or_insert_with(FanOutLease::default).held.push(check.fingerprint);
     }
     // Rates: look at every bucket before taking from any, so a refusal by one limit costs no other.
-    for check in limits.rate_checks(s) {
-        if let Some(refused) = take_token(&check, now, false)? {
+    // Keys are SHA-256 fingerprints: derive them once for both passes.
+    let checks: Vec<RateCheck<'a>> = limits.rate_checks(s).collect();
+    for check in &checks {
+        if let Some(refused) = take_token(check, now, false)? {
             return Ok(Err(refused));
         }
     }
-    for check in limits.rate_checks(s) {
-        if let Some(refused) = take_token(&check, now, true)? {
+    for check in &checks {
+        if let Some(refused) = take_token(check, now, true)? {
             return Ok(Err(refused));
         }
     }
