@@ -336,7 +336,7 @@ impl Limits {
             if r.name.is_empty() {
                 return err("name", "must not be empty");
             }
-            if config.rules[..i].iter().any(|o| o.name == r.name) {
+            if config.rules.iter().take(i).any(|o| o.name == r.name) {
                 return err("name", "is listed twice");
             }
             match r.backend {
@@ -347,7 +347,7 @@ impl Limits {
                 },
             }
             if let Some(p) = &r.principals {
-                if !p.windows(2).all(|w| w[0] < w[1]) {
+                if !strictly_sorted(p) {
                     return err("principals", "must be sorted and unique");
                 }
             }
@@ -370,7 +370,7 @@ impl Limits {
                     return err(&field("periodSeconds"), &format!("must be between 1 and {MAX_PERIOD_SECONDS}"));
                 }
                 if let Some(t) = &l.tools {
-                    if t.is_empty() || !t.windows(2).all(|w| w[0] < w[1]) {
+                    if t.is_empty() || !strictly_sorted(t) {
                         return err(&field("tools"), "must be non-empty, sorted and unique");
                     }
                 }
@@ -470,6 +470,10 @@ impl Limits {
     }
 }
 
+fn strictly_sorted(v: &[String]) -> bool {
+    v.windows(2).all(|w| matches!(w, [a, b] if a < b))
+}
+
 /// Length-prefixed, so ("ab","c") and ("a","bc") differ.
 fn feed(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
@@ -490,7 +494,9 @@ fn feed_opt(h: &mut Sha256, v: Option<&str>) {
 fn finish(h: Sha256) -> Fingerprint {
     let digest = h.finalize();
     let mut fp = [0u8; 16];
-    fp.copy_from_slice(&digest[..16]);
+    for (out, byte) in fp.iter_mut().zip(digest.iter()) {
+        *out = *byte;
+    }
     fp
 }
 
@@ -652,10 +658,10 @@ pub fn header_value(raw: &str, out: &mut String) {
         if b.is_ascii_alphanumeric() || b"-._~:/@+".contains(&b) {
             out.push(char::from(b));
         } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            let hex = |n: u8| char::from_digit(u32::from(n), 16).unwrap_or('0').to_ascii_uppercase();
             out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+            out.push(hex(b >> 4));
+            out.push(hex(b & 15));
         }
     }
 }

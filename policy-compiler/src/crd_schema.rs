@@ -530,6 +530,7 @@ mod tests {
                 "GrantwallToolPolicy grantwall.io/v1alpha1",
                 "GrantwallIdentityProvider grantwall.io/v1alpha1",
                 "GrantwallAccessPolicy grantwall.io/v1alpha1",
+                "GrantwallRateLimitPolicy grantwall.io/v1alpha1",
             ]
         );
     }

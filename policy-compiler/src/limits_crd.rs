@@ -109,7 +109,7 @@ fn period_seconds(text: &str) -> Option<u32> {
         "h" => n.checked_mul(3600)?,
         _ => return None,
     };
-    (secs >= 1 && secs <= MAX_PERIOD_SECONDS).then_some(secs)
+    (1..=MAX_PERIOD_SECONDS).contains(&secs).then_some(secs)
 }
 
 /// The Gateways limit policies target (for choosing the Gateway this filter runs in).
