@@ -62,6 +62,7 @@ def test_rate_limit_holds_exactly_across_workers(envoy, pki, client_cert, upstre
     # The limit is per tool: alice's get-sum is not counted.
     r = call(envoy, pki, alice, "get-sum", {"a": 1, "b": 2})
     assert "3" in r.message()["result"]["content"][0]["text"]
+    envoy.wait_access_log(lambda e: '"rate-limited"' in str(e.get("grantwall")), count=30)
     audits = [a for a in envoy.audits() if a and a.get("reason") == "rate-limited"]
     assert len(audits) == 30 and all(a["identity"] == spiffe("alice") and a["target"] == "echo" for a in audits)
     prom = envoy.prometheus()
