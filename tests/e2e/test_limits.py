@@ -73,6 +73,31 @@ def test_rate_limit_holds_exactly_across_workers(envoy, pki, client_cert, upstre
     assert len(threads) == CONCURRENCY, threads
 
 
+def test_bucket_holds_under_keepalive_load(envoy, pki, client_cert, upstream_log):
+    """32 kept-alive connections (spread over both workers) fire 400 calls at a 100-call bucket. Python
+    clients are too slow to make the workers race often; bench/limits_contention.py (wrk, ~60k requests)
+    is the test that catches a build without compare-and-swap."""
+    erin = client_cert("erin")
+    clients = [httpx.Client(verify=ssl_context(pki.ca_cert, erin), trust_env=False, timeout=15) for _ in range(32)]
+    try:
+        def post(client, tool, i):
+            body, h = modern_request("tools/call", {"name": tool, "arguments": {"message": "m"} if tool == "echo"
+                                                    else {"a": 1, "b": 1}}, id=i)
+            h.update({"content-type": "application/json", "accept": "application/json, text/event-stream"})
+            return client.post(envoy.url(), content=body, headers=h)
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            # Open every connection first (get-sum is not limited), then hammer.
+            assert all(r.status_code == 200 for r in pool.map(lambda c: post(c, "get-sum", 0), clients))
+            upstream_log.clear()
+            replies = list(pool.map(lambda i: post(clients[i % 32], "echo", i), range(400)))
+    finally:
+        for c in clients:
+            c.close()
+    passed = sum(1 for r in replies if b'"result"' in r.content)
+    assert passed == 100, passed
+    assert upstream_log.tools_executed().count("echo") == 100
+
+
 def test_non_mcp_requests_get_429_with_retry_after(envoy, pki, client_cert, upstream_log):
     dave = client_cert("dave")
     statuses = [raw_request("GET", envoy.url("/status"), ca=pki.ca_cert, cert=dave).status for _ in range(3)]
