@@ -394,7 +394,7 @@ impl Ctx<'_> {
             return Some(self.config.gateway.clone());
         }
         let name = self.backend_name?;
-        self.config.backends.iter().find(|b| b.name == name).map(|b| Target { name: b.name.clone(), policies: b.policies.clone() })
+        self.config.backends.iter().find(|b| b.name == name).map(|b| Target { name: b.name.clone(), policies: b.policies.clone(), external_auth: None })
     }
 
     /// "; the caller is named by rule X (grants …)" or "; no rule names the caller".
@@ -467,7 +467,7 @@ impl Ctx<'_> {
                 version: CONFIG_VERSION.to_string(),
                 settings: Default::default(),
                 principals: vec![],
-                gateway: Target { name: String::new(), policies: vec![Policy { name: "p".into(), rules: vec![part] }] },
+                gateway: Target { name: String::new(), policies: vec![Policy { name: "p".into(), rules: vec![part] }], external_auth: None },
                 backends: vec![],
                 routes: Default::default(),
             };
