@@ -8,8 +8,37 @@ use grantwall_core::config::McpMethod;
 use grantwall_core::engine::Engine;
 use grantwall_core::extauth::{self, CheckInput, ExtAuthProtocol, HeaderMutation, Verdict};
 use grantwall_core::mcp::McpOp;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ptr::null_mut;
 use std::time::Duration;
+
+/// Most answers remembered per worker (each Envoy worker has its own VM, so its own cache).
+const CACHE_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// Decision cache (policy `grantwall.io/extauth-cache-ttl`): key → (expiry in host nanoseconds, verdict).
+    /// Only allows and denials are remembered, never failures.
+    static CACHE: RefCell<HashMap<String, (u64, Verdict)>> = RefCell::new(HashMap::new());
+}
+
+fn cache_get(key: &str, now: u64) -> Option<Verdict> {
+    CACHE.with(|c| c.borrow().get(key).filter(|(expires, _)| *expires > now).map(|(_, v)| v.clone()))
+}
+
+fn cache_put(key: String, ttl_ms: u32, verdict: &Verdict) {
+    let Ok(now) = host::current_time_nanos() else { return };
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= CACHE_CAPACITY {
+            c.retain(|_, (expires, _)| *expires > now);
+            if c.len() >= CACHE_CAPACITY {
+                c.clear();
+            }
+        }
+        c.insert(key, (now.saturating_add(u64::from(ttl_ms) * 1_000_000), verdict.clone()));
+    });
+}
 
 const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
@@ -99,6 +128,10 @@ pub struct Pending {
     pub merged: Vec<HeaderMutation>,
     /// Fail-open levels that failed: recorded on the final allow.
     pub failed_open: Option<String>,
+    /// The decision-cache key of the level being asked, when its policy caches answers.
+    cache_key: Option<String>,
+    /// Levels answered from the cache (audit detail).
+    pub cached: bool,
 }
 
 /// Where a call-out stands after an answer.
@@ -115,9 +148,27 @@ pub enum Step {
 pub fn start(engine: &Engine, levels: [Option<u32>; 2], snapshot: Snapshot) -> Step {
     let mut it = levels.into_iter().flatten();
     let Some(first) = it.next() else {
-        return Step::Allowed(Pending { token: 0, level: 0, next: None, snapshot, merged: Vec::new(), failed_open: None });
+        return Step::Allowed(Pending {
+            token: 0,
+            level: 0,
+            next: None,
+            snapshot,
+            merged: Vec::new(),
+            failed_open: None,
+            cache_key: None,
+            cached: false,
+        });
     };
-    let pending = Pending { token: 0, level: first, next: it.next(), snapshot, merged: Vec::new(), failed_open: None };
+    let pending = Pending {
+        token: 0,
+        level: first,
+        next: it.next(),
+        snapshot,
+        merged: Vec::new(),
+        failed_open: None,
+        cache_key: None,
+        cached: false,
+    };
     ask(engine, pending)
 }
 
@@ -125,6 +176,18 @@ fn ask(engine: &Engine, mut pending: Pending) -> Step {
     let Some(ea) = engine.external_level(pending.level) else {
         return Step::Refused { reason: "extauth-error", policy: String::new(), detail: "ExternalAuth vanished".into(), snapshot: pending.snapshot };
     };
+    pending.cache_key = None;
+    if ea.cache_ttl_ms > 0 {
+        let level = pending.level;
+        let key = pending.snapshot.with_input(|input| extauth::cache_key(level, input));
+        // The policy and cluster are part of the key: a new config never reuses another service's answer.
+        let key = format!("{}|{}|{key}", ea.policy, ea.cluster);
+        if let Some(verdict) = host::current_time_nanos().ok().and_then(|now| cache_get(&key, now)) {
+            pending.cached = true;
+            return answer(engine, pending, verdict);
+        }
+        pending.cache_key = Some(key);
+    }
     let timeout = Duration::from_millis(u64::from(ea.timeout_ms));
     let dispatched = match ea.protocol {
         ExtAuthProtocol::Http => {
@@ -175,6 +238,11 @@ pub fn answer(engine: &Engine, mut pending: Pending, verdict: Verdict) -> Step {
         return Step::Refused { reason: "extauth-error", policy: String::new(), detail: "ExternalAuth vanished".into(), snapshot: pending.snapshot };
     };
     let policy = ea.policy.clone();
+    if let Some(key) = pending.cache_key.take() {
+        if matches!(verdict, Verdict::Allow(_) | Verdict::Deny(_)) {
+            cache_put(key, ea.cache_ttl_ms, &verdict);
+        }
+    }
     match verdict {
         Verdict::Allow(mutations) => pending.merged.extend(mutations),
         Verdict::Deny(why) => return Step::Refused { reason: "extauth-denied", policy, detail: why, snapshot: pending.snapshot },

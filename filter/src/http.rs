@@ -595,6 +595,7 @@ impl GrantwallHttp {
                 let s = &pending.snapshot;
                 let (reason, detail) = match &pending.failed_open {
                     Some(why) => ("extauth-fail-open", Some(why.as_str())),
+                    None if pending.cached => ("extauth-allowed", Some("from the decision cache")),
                     None => ("extauth-allowed", None),
                 };
                 let mut record = self.snapshot_record(s, "allow", reason, detail);

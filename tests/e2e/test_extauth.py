@@ -371,3 +371,24 @@ async def test_latency_per_checked_call(start_envoy, compile_policy, pki, client
             timings[who] = (time.perf_counter() - started) / 30 * 1000
     print(f"\nextauth latency: unchecked {timings['bob']:.2f} ms/call, checked {timings['alice']:.2f} ms/call")
     assert timings["alice"] < 1000
+
+
+async def test_decision_cache_is_opt_in_and_keyed_by_arguments(start_envoy, compile_policy, pki, client_cert,
+                                                                upstream_log, http_authz, grpc_authz):
+    http_authz.mode, http_authz.received = "normal", []
+    policy = external_policy("HTTP", "extauth-http", extra_annotations=", grantwall.io/extauth-cache-ttl: 30s")
+    # One worker: the cache is per worker (per VM).
+    envoy = start_envoy(compile_policy(BACKEND + "---" + policy), patch=add_clusters(http_authz.port, grpc_authz.port),
+                        concurrency=1)
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert("alice"), mode="legacy") as mcp:
+        for _ in range(3):
+            assert await call(mcp, "get-sum", {"a": 1, "b": 2}) == "The sum of 1 and 2 is 3."
+            assert await call(mcp, "delete-everything", {}) == \
+                "denied: extauth-denied: blocked by guardrail: delete-everything"
+        assert await call(mcp, "get-sum", {"a": 2, "b": 2}) == "The sum of 2 and 2 is 4."
+    asked = [(unquote(r["headers"]["x-grantwall-mcp-target"]), unquote(r["headers"]["x-grantwall-mcp-arguments"]))
+             for r in http_authz.calls()]
+    # Each distinct (tool, arguments) asked once; the denial is cached too.
+    assert asked == [("get-sum", '{"a":1,"b":2}'), ("delete-everything", "{}"), ("get-sum", '{"a":2,"b":2}')]
+    assert upstream_log.tools_executed() == ["get-sum"] * 4
+    assert "delete-everything" not in upstream_log.tool_calls_received()
