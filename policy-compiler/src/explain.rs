@@ -199,7 +199,21 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         ..base
     }
     .with_decision(&decision);
-    let human = ctx.decided(&decision, &request, op.as_ref());
+    let mut human = ctx.decided(&decision, &request, op.as_ref());
+    if decision.allowed {
+        // The filter would now ask the external service(s): explain cannot, so it says so.
+        for ea in engine.external_checks(&request, op.as_ref()).into_iter().flatten().filter_map(|l| engine.external_level(l)) {
+            human.push_str(&format!(
+                "then ExternalAuth {} is asked ({} to Envoy cluster {:?}): the request passes only if it allows too (docs/extauth.md)\n",
+                ea.policy,
+                match ea.protocol {
+                    grantwall_core::extauth::ExtAuthProtocol::Http => "HTTP",
+                    grantwall_core::extauth::ExtAuthProtocol::Grpc => "gRPC",
+                },
+                ea.cluster
+            ));
+        }
+    }
     Ok(Explanation { allowed: decision.allowed, record_json: record.to_json(), human })
 }
 

@@ -138,3 +138,22 @@ spec:
     assert!(ea.rules.is_empty(), "no rules: every request is checked");
     assert!(c.gateway.policies.is_empty());
 }
+
+#[test]
+fn explain_says_the_service_is_asked_next() {
+    use grantwall_policy_compiler::explain::{explain, ExplainRequest, TargetArg};
+    let c = compile_ok(&format!("{BACKEND}---\n{}", ext_policy("guard", "2026-01-01T00:00:00Z", "", HTTP)));
+    let json = serde_json::to_vec(&c).unwrap();
+    let ask = |principal: &str| ExplainRequest {
+        principal: Some(principal.into()),
+        backend: Some("ns/b".into()),
+        method: "POST".into(),
+        mcp: Some("tools/call".into()),
+        target: Some(TargetArg::Tool("get-sum".into())),
+        ..ExplainRequest::default()
+    };
+    let alice = explain(&json, &ask(ALICE)).unwrap();
+    assert!(alice.human.contains("then ExternalAuth ns/guard is asked (HTTP to Envoy cluster \"outbound|9000||guard.sec.svc.cluster.local\")"), "{}", alice.human);
+    let bob = explain(&json, &ask("spiffe://cluster.local/ns/agents/sa/bob")).unwrap();
+    assert!(!bob.human.contains("ExternalAuth"), "{}", bob.human);
+}
