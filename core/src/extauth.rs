@@ -192,9 +192,11 @@ pub fn forwarded_header_names(ea: &ExternalAuth) -> impl Iterator<Item = String>
     std::iter::once("authorization".to_owned()).chain(ea.allowed_headers.iter().cloned())
 }
 
-/// Whether a header goes to the service.
+/// Whether a header goes to the service. Never a client's `x-grantwall-*` or `x-envoy-auth-partial-body`:
+/// those names carry what Grantwall says, and a client copy would sit next to it.
 fn forwarded(ea: &ExternalAuth, name: &str) -> bool {
-    name == "authorization" || ea.allowed_headers.iter().any(|h| h == name)
+    let ours = name.starts_with("x-grantwall-") || name == "x-envoy-auth-partial-body";
+    !ours && (name == "authorization" || ea.allowed_headers.iter().any(|h| h == name))
 }
 
 /// The body as sent: at most `forwardBody.maxSize` bytes, cut at a UTF-8 boundary (gRPC carries it as a

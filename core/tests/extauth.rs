@@ -146,6 +146,17 @@ fn http_check_is_envoys_contract_plus_mcp_context() {
 }
 
 #[test]
+fn a_client_cannot_speak_for_grantwall() {
+    let mut ea = service(ExtAuthProtocol::Http);
+    ea.allowed_headers = vec!["x-grantwall-identity".into(), "x-envoy-auth-partial-body".into()];
+    let h = vec![("x-grantwall-identity".to_owned(), "spiffe://evil".to_owned()), ("x-envoy-auth-partial-body".to_owned(), "false".to_owned())];
+    let check = extauth::http_check(&ea, &input(&h, b"{}", Some(&CALL)));
+    let values: Vec<&str> = check.headers.iter().filter(|(k, _)| k == "x-grantwall-identity").map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values, [ALICE]);
+    assert_eq!(check.headers.iter().filter(|(k, _)| k == "x-envoy-auth-partial-body").count(), 1);
+}
+
+#[test]
 fn header_values_cannot_inject_headers() {
     assert_eq!(extauth::header_value("a\r\nx-evil: 1"), "a%0D%0Ax-evil: 1");
     assert_eq!(extauth::header_value("100%"), "100%25");

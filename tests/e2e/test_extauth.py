@@ -357,20 +357,23 @@ spec:
 
 async def test_latency_per_checked_call(start_envoy, compile_policy, pki, client_cert, upstream_log, http_authz,
                                         grpc_authz):
-    """Not a benchmark: prints the added latency of a checked call over loopback (report figure)."""
-    http_authz.mode = "normal"
-    envoy = start_envoy(compile_policy(BACKEND + "---" + external_policy("HTTP", "extauth-http")),
-                        patch=add_clusters(http_authz.port, grpc_authz.port))
+    """Not a benchmark: prints the added latency of a checked call over loopback (docs/extauth.md#cost)."""
+    http_authz.mode = grpc_authz.mode = "normal"
     timings = {}
-    for who in ("bob", "alice"):  # bob is not checked, alice is
-        async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert(who), mode="legacy") as mcp:
-            await call(mcp, "get-sum", {"a": 1, "b": 1})
-            started = time.perf_counter()
-            for _ in range(30):
+    for protocol, cluster in (("HTTP", "extauth-http"), ("GRPC", "extauth-grpc")):
+        envoy = start_envoy(compile_policy(BACKEND + "---" + external_policy(protocol, cluster)),
+                            patch=add_clusters(http_authz.port, grpc_authz.port))
+        for who in ("bob", "alice"):  # bob is not checked, alice is
+            async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert(who), mode="legacy") as mcp:
                 await call(mcp, "get-sum", {"a": 1, "b": 1})
-            timings[who] = (time.perf_counter() - started) / 30 * 1000
-    print(f"\nextauth latency: unchecked {timings['bob']:.2f} ms/call, checked {timings['alice']:.2f} ms/call")
-    assert timings["alice"] < 1000
+                started = time.perf_counter()
+                for _ in range(30):
+                    assert await call(mcp, "get-sum", {"a": 1, "b": 1}) == "The sum of 1 and 1 is 2."
+                timings[protocol, who] = (time.perf_counter() - started) / 30 * 1000
+    for protocol in ("HTTP", "GRPC"):
+        print(f"\nextauth {protocol}: unchecked {timings[protocol, 'bob']:.2f} ms/call, "
+              f"checked {timings[protocol, 'alice']:.2f} ms/call")
+    assert all(t < 1000 for t in timings.values())
 
 
 async def test_decision_cache_is_opt_in_and_keyed_by_arguments(start_envoy, compile_policy, pki, client_cert,
