@@ -255,8 +255,11 @@ fn summary(c: &Config, read: &Read) -> String {
     } else {
         format!("gateway {}", c.gateway.name)
     };
+    let externals = c.backends.iter().filter(|b| b.external_auth.is_some()).count()
+        + usize::from(c.gateway.external_auth.is_some());
+    let externals = if externals == 0 { String::new() } else { format!("; {externals} ExternalAuth") };
     format!(
-        "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}",
+        "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}{externals}",
         plural(c.backends.len(), "XBackend", "XBackends"),
         plural(read.policies.len(), "XAccessPolicy", "XAccessPolicies"),
         plural(c.gateway.policies.len(), "policy", "policies"),
