@@ -295,7 +295,8 @@ impl GrantwallHttp {
                 None => {
                     let levels = engine.external_checks(&request, op);
                     if levels.iter().any(Option::is_some) {
-                        let snapshot = self.extauth_snapshot(captured, op, id, &record);
+                        let wants_body = levels.iter().flatten().filter_map(|l| engine.external_level(*l)).any(|ea| ea.forward_body_max_bytes.is_some());
+                        let snapshot = self.extauth_snapshot(captured, op, id, &record, wants_body);
                         let step = crate::extauth::start(&engine, levels, snapshot);
                         return self.extauth_resolve(step, false);
                     }
@@ -553,10 +554,10 @@ impl HttpContext for GrantwallHttp {
 
 impl GrantwallHttp {
     /// What an external check needs from this request, owned (it outlives this callback).
-    fn extauth_snapshot(&self, c: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &AuditRecord<'_>) -> crate::extauth::Snapshot {
+    fn extauth_snapshot(&self, c: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &AuditRecord<'_>, wants_body: bool) -> crate::extauth::Snapshot {
         let (op_name, op_target, op_arguments, op_method, op_base) = crate::extauth::Snapshot::from_op(op);
-        // Only a body-phase decision has a body; at the headers phase the host has none to give.
-        let body = if op.is_some() && c.method == "POST" {
+        // Only with forwardBody, and only a body-phase decision has a body (at the headers phase there is none).
+        let body = if wants_body && op.is_some() && c.method == "POST" {
             host::request_body(self.engine.settings().max_body_bytes as usize).ok().flatten().unwrap_or_default()
         } else {
             Vec::new()

@@ -293,6 +293,7 @@ async def test_failures_fail_closed(start_envoy, compile_policy, pki, client_cer
         initialize = envoy.wait_access_log(lambda e: _audit(e).get("mcpMethod") == "initialize"
                                            and _audit(e).get("decision") == "deny")
         assert _audit(initialize[0])["reason"] == reason
+        assert envoy.stat(f"wasmcustom.grantwall.requests.decision.deny.reason.{reason.replace('-', '_')}") >= 1
     finally:
         http_authz.mode = grpc_authz.mode = "normal"
 
