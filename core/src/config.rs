@@ -144,6 +144,9 @@ pub struct Target {
     /// Allow policies, oldest first. Empty: no policy, everything is allowed at this level.
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// KAN `action: ExternalAuth`: consulted before the Allow policies, and must allow too (docs/extauth.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth: Option<crate::extauth::ExternalAuth>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -167,6 +170,9 @@ pub struct Backend {
     /// other URL elicitation is removed from the stream. Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub elicitation_url_hosts: Vec<String>,
+    /// KAN `action: ExternalAuth` on this XBackend (docs/extauth.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_auth: Option<crate::extauth::ExternalAuth>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -203,6 +203,15 @@ pub struct Engine {
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
     limits: crate::limits::Limits,
+    /// ExternalAuth per target, indexed like `targets` (docs/extauth.md).
+    external: Vec<Option<CompiledExternal>>,
+}
+
+/// A target's ExternalAuth: which requests go to the service (its rules, compiled like an Allow policy's),
+/// and how to call it.
+struct CompiledExternal {
+    selector: CompiledTarget,
+    config: crate::extauth::ExternalAuth,
 }
 
 impl Engine {
@@ -235,12 +244,14 @@ impl Engine {
         let principal_count = config.principals.len();
         let mut targets = Vec::with_capacity(1 + config.backends.len());
         targets.push(compile_target(&config.gateway, "gateway", principal_count)?);
+        let mut external = vec![compile_external(config.gateway.external_auth.as_ref(), "gateway", principal_count)?];
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, backend) in config.backends.iter().enumerate() {
             let at = format!("backends[{i}]");
             validate_backend(backend, &at)?;
-            let target = Target { name: backend.name.clone(), policies: backend.policies.clone() };
+            let target = Target { name: backend.name.clone(), policies: backend.policies.clone(), external_auth: None };
             targets.push(compile_target(&target, &at, principal_count)?);
+            external.push(compile_external(backend.external_auth.as_ref(), &at, principal_count)?);
             let tool_pins = crate::pinning::validate_pins(&backend.tool_pins, &at).map_err(|(p, m)| config_error(p, m))?;
             crate::pinning::validate_hosts(&backend.elicitation_url_hosts, &at).map_err(|(p, m)| config_error(p, m))?;
             backends.push(CompiledBackend {
@@ -267,15 +278,19 @@ impl Engine {
                 return Err(config_error(format!("routes.authorities[{k:?}]"), "must be a lower-case host without port"));
             }
         }
-        let rules = || targets.iter().flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
+        let selectors = external.iter().flatten().map(|e| &e.selector);
+        let rules = || targets.iter().chain(selectors.clone()).flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
         let mut header_names: Vec<String> = rules()
             .filter_map(|r| r.http.as_ref())
             .flat_map(|h| h.headers.iter().map(|(name, _, _)| name.clone()))
             .chain(rules().filter_map(|r| r.cel.as_ref()).flat_map(Program::header_names))
+            .chain(external.iter().flatten().flat_map(|e| crate::extauth::forwarded_header_names(&e.config)))
             .collect();
         header_names.sort();
         header_names.dedup();
-        let needs_arguments = rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments);
+        // The service is told the tool's arguments.
+        let needs_arguments =
+            rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments) || external.iter().any(Option::is_some);
         let needs_time = rules().filter_map(|r| r.cel.as_ref()).any(|p| p.expr().uses(cel::Var::RequestTime));
         let uses_ports = rules().any(|r| r.http.as_ref().is_some_and(|h| !h.ports.is_empty()));
         Ok(Engine {
@@ -290,6 +305,7 @@ impl Engine {
             needs_time,
             uses_ports,
             limits,
+            external,
         })
     }
 
@@ -378,11 +394,52 @@ impl Engine {
 
     /// Whether any policy applies to a request for this backend; if not, it is allowed without inspection.
     pub fn has_policies(&self, backend: Option<BackendId>) -> bool {
+        let backend_id = backend;
         let gateway = self.targets.first().is_some_and(|t| !t.policies.is_empty());
         let backend = backend
             .and_then(|id| self.targets.get(1 + id as usize))
             .is_some_and(|t| !t.policies.is_empty());
-        gateway || backend
+        let has_external = self.external_level(0).is_some()
+            || backend_id.is_some_and(|id| self.external_level(1 + id).is_some());
+        gateway || backend || has_external
+    }
+
+    /// The ExternalAuth of a level (0: the Gateway, 1 + i: backend i).
+    pub fn external_level(&self, level: u32) -> Option<&crate::extauth::ExternalAuth> {
+        self.external.get(level as usize)?.as_ref().map(|e| &e.config)
+    }
+
+    /// The levels whose ExternalAuth must be asked about this request, Gateway first: those whose rules
+    /// select it. KAN: ExternalAuth runs besides the Allow policies and must allow too.
+    pub fn external_checks(&self, req: &Request<'_>, op: Option<&McpOp<'_>>) -> [Option<u32>; 2] {
+        let mut out = [None, None];
+        if self.external.iter().all(Option::is_none) {
+            return out;
+        }
+        let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
+        let mut act = Activation::new(
+            req.method,
+            req.path,
+            req.authority,
+            req.headers,
+            req.principal,
+            req.time,
+            op.and_then(mcp_method_name),
+            op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
+            op.and_then(|o| o.arguments),
+        );
+        act.jwt_claims = req.jwt_claims;
+        let mut cel_error = None;
+        let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };
+        let levels = [Some(0u32), req.backend.map(|id| 1 + id)];
+        for (slot, level) in out.iter_mut().zip(levels) {
+            let Some(level) = level else { continue };
+            let Some(Some(ext)) = self.external.get(level as usize) else { continue };
+            if matches!(evaluate(&ext.selector, principal, &mut ctx), LevelOutcome::Matched { .. }) {
+                *slot = Some(level);
+            }
+        }
+        out
     }
 
     /// Decide a request. `op` is the MCP operation, or None for traffic that is not MCP.
@@ -661,6 +718,23 @@ fn compile_target(target: &Target, at: &str, principal_count: usize) -> Result<C
         refs.dedup();
     }
     Ok(CompiledTarget { name: target.name.clone(), policies, by_principal, open_to_all })
+}
+
+/// An ExternalAuth's selector compiles like a target with one policy: its rules (none: all traffic).
+fn compile_external(
+    ea: Option<&crate::extauth::ExternalAuth>,
+    at: &str,
+    principal_count: usize,
+) -> Result<Option<CompiledExternal>, ConfigError> {
+    let Some(ea) = ea else { return Ok(None) };
+    crate::extauth::validate(ea, at).map_err(|(p, m)| config_error(p, m))?;
+    let selector = Target {
+        name: String::new(),
+        policies: vec![Policy { name: ea.policy.clone(), rules: ea.rules.clone() }],
+        external_auth: None,
+    };
+    let selector = compile_target(&selector, &format!("{at}.externalAuth"), principal_count)?;
+    Ok(Some(CompiledExternal { selector, config: ea.clone() }))
 }
 
 fn compile_policy(

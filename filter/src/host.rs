@@ -111,6 +111,11 @@ impl HeaderMap {
         self.entries.iter().filter(|(k, _)| self.is_named(k, name)).count()
     }
 
+    /// Every (name, value), in the host's order.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.iter().filter_map(|(k, v)| Some((self.raw.get(k.clone())?, self.raw.get(v.clone())?)))
+    }
+
     fn is_named(&self, key: &std::ops::Range<usize>, name: &str) -> bool {
         self.raw.get(key.clone()).is_some_and(|k| k.eq_ignore_ascii_case(name.as_bytes()))
     }
@@ -127,6 +132,11 @@ pub fn request_headers() -> Result<HeaderMap, HostError> {
         STATUS_NOT_FOUND => Ok(HeaderMap { raw: Vec::new(), entries: Vec::new() }),
         other => Err(HostError(other)),
     }
+}
+
+/// A pairs buffer from another map (the ext_authz call's answer headers).
+pub fn decode_header_pairs(raw: Vec<u8>) -> Option<HeaderMap> {
+    decode_pairs(raw)
 }
 
 /// Proxy-Wasm pairs encoding: count, then (name len, value len) per pair, then each name and value NUL-terminated.

@@ -48,6 +48,8 @@ pub struct GrantwallHttp {
     /// Fan-out counts this request holds while in flight; dropping it (on_log, or with the context on any
     /// other end of the stream) gives them back (limits.rs).
     lease: std::cell::Cell<Option<crate::limits::FanOutLease>>,
+    /// An external authorization call in flight: the request is held until it answers (extauth.rs).
+    extauth: Option<crate::extauth::Pending>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -96,6 +98,7 @@ impl GrantwallHttp {
             stream: None,
             side_refusal: None,
             lease: std::cell::Cell::new(None),
+            extauth: None,
         }
     }
 
@@ -224,7 +227,7 @@ impl GrantwallHttp {
 
     /// An allowed GET stream carries server requests (elicitations): watch it. True when watching.
     fn watch_server_stream(&mut self, captured: &Captured, op: &McpOp<'_>, action: Action) -> bool {
-        let watch = action == Action::Continue && op.name == McpOp::STREAM.name && captured.backend.is_some();
+        let watch = (action == Action::Continue || self.extauth.is_some()) && op.name == McpOp::STREAM.name && captured.backend.is_some();
         if watch {
             self.stream = Some(StreamWatch::new(None));
         }
@@ -267,7 +270,8 @@ impl GrantwallHttp {
         self.side_refusal = self.side_channel_refusal(captured, &message, &body);
         let action = self.decide(captured, Some(&op), message.id);
         self.side_refusal = None;
-        if action == Action::Continue {
+        // Held for an external check: set up as allowed; a refusal clears it (extauth_resolve).
+        if action == Action::Continue || self.extauth.is_some() {
             self.bind_session = op.name == "initialize" && captured.backend.is_some();
             // Remember the list request so its response is filtered for this caller.
             if let (Some(kind), Some(id)) = (ListKind::from_method(op.name), message.id) {
@@ -282,7 +286,8 @@ impl GrantwallHttp {
     }
 
     /// Ask the engine, record the decision, and either continue or answer with the configured denial.
-    fn decide(&self, captured: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>) -> Action {
+    fn decide(&mut self, captured: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>) -> Action {
+        let engine = Rc::clone(&self.engine);
         let request = Request {
             method: &captured.method,
             path: &captured.path,
@@ -294,7 +299,7 @@ impl GrantwallHttp {
             time: if self.engine.needs_time() { now() } else { None },
             jwt_claims: captured.token.as_ref().map(|t| &t.claims),
         };
-        let decision = self.engine.decide(&request, op);
+        let decision = engine.decide(&request, op);
         let cel_detail = decision.cel_detail();
         let mut record =
             self.base_record(captured, op.map(|o| o.name), op.and_then(|o| o.target)).with_decision(&decision);
@@ -306,6 +311,13 @@ impl GrantwallHttp {
                 None => {
                     if let Some(action) = self.enforce_limits(captured, op, id, &mut record) {
                         return action;
+                    }
+                    let levels = engine.external_checks(&request, op);
+                    if levels.iter().any(Option::is_some) {
+                        let wants_body = levels.iter().flatten().filter_map(|l| engine.external_level(*l)).any(|ea| ea.forward_body_max_bytes.is_some());
+                        let snapshot = self.extauth_snapshot(captured, op, id, &record, wants_body);
+                        let step = crate::extauth::start(&engine, levels, snapshot);
+                        return self.extauth_resolve(step, false);
                     }
                     self.emit(&record);
                     return Action::Continue;
@@ -445,7 +457,23 @@ impl GrantwallHttp {
     }
 }
 
-impl Context for GrantwallHttp {}
+impl Context for GrantwallHttp {
+    fn on_http_call_response(&mut self, token: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Some(pending) = self.extauth.take_if(|p| p.token == token) else { return };
+        let engine = Rc::clone(&self.engine);
+        let verdict = crate::extauth::http_verdict(&engine, &pending, body_size);
+        let step = crate::extauth::answer(&engine, pending, verdict);
+        self.extauth_resolve(step, true);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status_code: u32, response_size: usize) {
+        let Some(pending) = self.extauth.take_if(|p| p.token == token) else { return };
+        let engine = Rc::clone(&self.engine);
+        let verdict = crate::extauth::grpc_verdict(status_code, response_size);
+        let step = crate::extauth::answer(&engine, pending, verdict);
+        self.extauth_resolve(step, true);
+    }
+}
 
 impl HttpContext for GrantwallHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -460,6 +488,10 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.extauth.is_some() {
+            // Held for an external check: nothing moves until it answers.
+            return Action::Pause;
+        }
         let Some(captured) = self.pending.as_ref() else { return Action::Continue };
         if body_size > self.engine.settings().max_body_bytes as usize {
             let captured = self.pending.take();
@@ -483,6 +515,9 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.extauth.is_some() {
+            return Action::Pause;
+        }
         // With trailers the body callback never reports end of stream: the body is complete now.
         let Some(captured) = self.pending.take() else { return Action::Continue };
         let size = self.engine.settings().max_body_bytes as usize + 1;
@@ -602,6 +637,110 @@ impl GrantwallHttp {
         let reply = grantwall_core::limits::over_budget_reply(id, size, budget, rule);
         self.reply(&reply, None);
         Some(Action::Pause)
+    }
+
+    /// What an external check needs from this request, owned (it outlives this callback).
+    fn extauth_snapshot(&self, c: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &AuditRecord<'_>, wants_body: bool) -> crate::extauth::Snapshot {
+        let (op_name, op_target, op_arguments, op_method, op_base) = crate::extauth::Snapshot::from_op(op);
+        // Only with forwardBody, and only a body-phase decision has a body (at the headers phase there is none).
+        let body = if wants_body && op.is_some() && c.method == "POST" {
+            host::request_body(self.engine.settings().max_body_bytes as usize).ok().flatten().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        crate::extauth::Snapshot {
+            method: c.method.clone(),
+            path: c.path.clone(),
+            authority: c.authority.clone(),
+            headers: c.headers.clone(),
+            body,
+            principal: c.identity.as_ref().map(|i| i.principal.clone()),
+            backend: c.backend.and_then(|b| self.engine.backend_name(b)).map(str::to_owned),
+            op_name,
+            op_target,
+            op_arguments,
+            op_method,
+            op_base,
+            id: id.map(str::to_owned),
+            identity_source: c.identity.as_ref().map(|i| i.source.as_str()),
+            allow_level: record.level,
+            allow_policy: record.policy.map(str::to_owned),
+            allow_rule: record.rule.map(str::to_owned),
+        }
+    }
+
+    /// Act on where the call-out stands. `resumed`: we are in the host's answer callback, so an allowed
+    /// request must be resumed explicitly (in a request callback, returning Continue does it).
+    fn extauth_resolve(&mut self, step: crate::extauth::Step, resumed: bool) -> Action {
+        use crate::extauth::Step;
+        match step {
+            Step::Asked(pending) => {
+                self.extauth = Some(pending);
+                Action::Pause
+            }
+            Step::Allowed(pending) => {
+                let s = &pending.snapshot;
+                let (reason, detail) = match &pending.failed_open {
+                    Some(why) => ("extauth-fail-open", Some(why.as_str())),
+                    None if pending.cached => ("extauth-allowed", Some("from the decision cache")),
+                    None => ("extauth-allowed", None),
+                };
+                let mut record = self.snapshot_record(s, "allow", reason, detail);
+                record.level = s.allow_level;
+                record.policy = s.allow_policy.as_deref();
+                record.rule = s.allow_rule.as_deref();
+                self.emit(&record);
+                if !resumed {
+                    return Action::Continue;
+                }
+                if crate::extauth::apply_and_resume(&pending.merged).is_err() {
+                    let record = self.snapshot_record(s, "deny", "internal-error", Some("could not apply the authorization service's headers"));
+                    self.emit(&record);
+                    self.drop_response_watches();
+                    self.reply(&respond::error_reply(500, None, -32603, "internal error", Some("internal-error")), None);
+                }
+                Action::Continue
+            }
+            Step::Refused { reason, policy, detail, snapshot } => {
+                let s = &snapshot;
+                let mut record = self.snapshot_record(s, "deny", reason, Some(&detail));
+                record.policy = Some(&policy);
+                self.emit(&record);
+                self.drop_response_watches();
+                // The client learns the service's reason for a denial, not the details of a failure.
+                let why = match reason {
+                    "extauth-denied" if !detail.is_empty() => format!("{reason}: {detail}"),
+                    _ => reason.to_owned(),
+                };
+                let reply = respond::forbidden(self.engine.settings().denial, s.id.as_deref(), s.op_name.as_deref(), s.op_target.as_deref(), &why);
+                self.reply(&reply, None);
+                Action::Pause
+            }
+        }
+    }
+
+    fn drop_response_watches(&mut self) {
+        self.list = None;
+        self.stream = None;
+        self.bind_session = false;
+        self.response_ctx = None;
+    }
+
+    fn snapshot_record<'a>(&'a self, s: &'a crate::extauth::Snapshot, decision: &'static str, reason: &'static str, detail: Option<&'a str>) -> AuditRecord<'a> {
+        AuditRecord {
+            decision,
+            reason,
+            identity: s.principal.as_deref(),
+            identity_source: s.identity_source,
+            gateway: Some(self.engine.gateway_name()).filter(|g| !g.is_empty()),
+            backend: s.backend.as_deref(),
+            http_method: &s.method,
+            path: &s.path,
+            mcp_method: s.op_name.as_deref(),
+            target: s.op_target.as_deref(),
+            detail,
+            ..AuditRecord::default()
+        }
     }
 
     fn keep_for_response(&mut self, captured: Captured) {

@@ -3,6 +3,7 @@
 //! - `root`: configure-time loading of the compiled policy config.
 //! - `http`: per-request capture, buffering and the decision.
 //! - `auth`: bearer tokens (verify, strip, 401 challenge).
+//! - `extauth`: the external-authorization call-out (KAN ExternalAuth).
 //! - `host`: panic-free host calls.
 //! - `metrics`: decision counters.
 //! - `trap`: test-only VM trap injection (feature `trap-test`).
@@ -12,6 +13,8 @@
 
 #[cfg(target_arch = "wasm32")]
 mod auth;
+#[cfg(target_arch = "wasm32")]
+mod extauth;
 #[cfg(target_arch = "wasm32")]
 mod host;
 #[cfg(target_arch = "wasm32")]

@@ -6,7 +6,7 @@
 use crate::host;
 
 /// Reasons a request can be allowed.
-const ALLOW_REASONS: &[&str] = &["rule-matched", "no-policy"];
+const ALLOW_REASONS: &[&str] = &["rule-matched", "no-policy", "extauth-allowed", "extauth-fail-open"];
 
 /// Reasons a request can be refused.
 const DENY_REASONS: &[&str] = &[
@@ -38,6 +38,9 @@ const DENY_REASONS: &[&str] = &[
     "rate-limited",
     "fan-out-exceeded",
     "context-budget-exceeded",
+    "extauth-denied",
+    "extauth-unavailable",
+    "extauth-error",
 ];
 
 pub struct Metrics {

@@ -122,6 +122,11 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         }
         kept.insert(target, list);
     }
+    let applies = |t: &TargetKey| match t {
+        TargetKey::Gateway(g) => gateway.as_deref() == Some(g.as_str()),
+        TargetKey::Backend(_) => true,
+    };
+    let externals = crate::extauth::take_external(&mut kept, applies, describe, &mut diags);
 
     let gateway_policies: Vec<&PolicyIr> = gateway
         .as_ref()
@@ -143,6 +148,13 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     for p in &emitted {
         principals.extend(p.rules.iter().filter_map(|r| r.principal.clone()));
     }
+    let gateway_key = gateway.as_ref().map(|g| TargetKey::Gateway(g.clone()));
+    let enforced_external = |key: &TargetKey| externals.get(key).and_then(|p| p.external.as_ref());
+    for key in config_backends.iter().map(|b| TargetKey::Backend(b.name.clone())).chain(gateway_key.clone()) {
+        if let Some(e) = enforced_external(&key) {
+            principals.extend(e.rules.iter().filter_map(|r| r.principal.clone()));
+        }
+    }
     // An OIDC source whose issuer no provider verifies can never match: say so.
     for p in principals.iter().filter(|p| p.starts_with("oidc://")) {
         let known = read.providers.iter().any(|ir| {
@@ -159,10 +171,8 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         .enumerate()
         .map(|(i, p)| (p.as_str(), i as u32))
         .collect();
-    let to_policy = |p: &PolicyIr| Policy {
-        name: p.ns_name.clone(),
-        rules: p
-            .rules
+    let to_rules = |rules: &[policy::RuleIr]| -> Vec<Rule> {
+        rules
             .iter()
             .map(|r| Rule {
                 name: r.name.clone(),
@@ -175,7 +185,11 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                 mcp: r.mcp.clone(),
                 cel: r.cel.clone(),
             })
-            .collect(),
+            .collect()
+    };
+    let to_policy = |p: &PolicyIr| Policy { name: p.ns_name.clone(), rules: to_rules(&p.rules) };
+    let external_of = |key: &TargetKey| {
+        enforced_external(key).map(|e| crate::extauth::finish(e, to_rules(&e.rules), &opts.cluster_domain))
     };
     apply_tool_pins(&read, &mut config_backends, &mut diags);
     for b in config_backends.iter_mut() {
@@ -183,10 +197,12 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             .into_iter()
             .map(to_policy)
             .collect();
+        b.external_auth = external_of(&TargetKey::Backend(b.name.clone()));
     }
     let gateway_target = Target {
         name: gateway.clone().unwrap_or_default(),
         policies: gateway_policies.iter().map(|p| to_policy(p)).collect(),
+        external_auth: gateway_key.as_ref().and_then(external_of),
     };
 
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
@@ -242,8 +258,11 @@ fn summary(c: &Config, read: &Read) -> String {
     } else {
         format!("gateway {}", c.gateway.name)
     };
+    let externals = c.backends.iter().filter(|b| b.external_auth.is_some()).count()
+        + usize::from(c.gateway.external_auth.is_some());
+    let externals = if externals == 0 { String::new() } else { format!("; {externals} ExternalAuth") };
     format!(
-        "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}",
+        "ok: {}, {}; {gateway}: {}; backends: {}; {}; routes: {}, {}{externals}",
         plural(c.backends.len(), "XBackend", "XBackends"),
         plural(read.policies.len(), "XAccessPolicy", "XAccessPolicies"),
         plural(c.gateway.policies.len(), "policy", "policies"),

@@ -207,7 +207,7 @@ mod tests {
             version: CONFIG_VERSION.into(),
             settings: Default::default(),
             principals: vec!["spiffe://cluster.local/ns/agents/sa/alice".into()],
-            gateway: Target { name: gateway.into(), policies: vec![] },
+            gateway: Target { name: gateway.into(), policies: vec![], external_auth: None },
             backends: vec![],
             routes: Default::default(),
             limits: Default::default(),

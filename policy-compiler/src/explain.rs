@@ -199,7 +199,21 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         ..base
     }
     .with_decision(&decision);
-    let human = ctx.decided(&decision, &request, op.as_ref());
+    let mut human = ctx.decided(&decision, &request, op.as_ref());
+    if decision.allowed {
+        // The filter would now ask the external service(s): explain cannot, so it says so.
+        for ea in engine.external_checks(&request, op.as_ref()).into_iter().flatten().filter_map(|l| engine.external_level(l)) {
+            human.push_str(&format!(
+                "then ExternalAuth {} is asked ({} to Envoy cluster {:?}): the request passes only if it allows too (docs/extauth.md)\n",
+                ea.policy,
+                match ea.protocol {
+                    grantwall_core::extauth::ExtAuthProtocol::Http => "HTTP",
+                    grantwall_core::extauth::ExtAuthProtocol::Grpc => "gRPC",
+                },
+                ea.cluster
+            ));
+        }
+    }
     Ok(Explanation { allowed: decision.allowed, record_json: record.to_json(), human })
 }
 
@@ -394,7 +408,7 @@ impl Ctx<'_> {
             return Some(self.config.gateway.clone());
         }
         let name = self.backend_name?;
-        self.config.backends.iter().find(|b| b.name == name).map(|b| Target { name: b.name.clone(), policies: b.policies.clone() })
+        self.config.backends.iter().find(|b| b.name == name).map(|b| Target { name: b.name.clone(), policies: b.policies.clone(), external_auth: None })
     }
 
     /// "; the caller is named by rule X (grants …)" or "; no rule names the caller".
@@ -467,7 +481,7 @@ impl Ctx<'_> {
                 version: CONFIG_VERSION.to_string(),
                 settings: Default::default(),
                 principals: vec![],
-                gateway: Target { name: String::new(), policies: vec![Policy { name: "p".into(), rules: vec![part] }] },
+                gateway: Target { name: String::new(), policies: vec![Policy { name: "p".into(), rules: vec![part] }], external_auth: None },
                 backends: vec![],
                 routes: Default::default(),
                 limits: Default::default(),

@@ -176,6 +176,9 @@ pub struct AuthorizationV0 {
     pub tools: Option<Vec<String>>,
     #[serde(default)]
     pub cel: Option<CelRule>,
+    /// With `type: ExternalAuth` (read by extauth.rs).
+    #[serde(default)]
+    pub external_auth: Option<Value>,
 }
 
 /// Reads `value.spec` as `T`; after validation this only fails on a bug, reported as such.

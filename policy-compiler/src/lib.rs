@@ -11,6 +11,7 @@ pub mod crd_schema;
 pub mod diag;
 pub mod emit;
 pub mod explain;
+pub mod extauth;
 pub mod identity_crd;
 pub mod input;
 pub mod kan_rules;

@@ -17,9 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const GROUP: &str = "agentic.networking.x-k8s.io";
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
-pub const EXTAUTH_UNSUPPORTED: &str =
-    "ExternalAuth policies are not supported yet (Grantwall issue #9)";
-
 /// What a policy attaches to: `namespace/name` of a Gateway or an XBackend (same namespace as the policy).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum TargetKey {
@@ -35,6 +32,8 @@ pub struct PolicyIr {
     /// Each target once, with the path of the targetRef that named it (for "not found" errors).
     pub targets: Vec<(TargetKey, String)>,
     pub rules: Vec<RuleIr>,
+    /// An ExternalAuth this policy configures (v1alpha1 `action: ExternalAuth`, or a v0alpha0 rule).
+    pub external: Option<crate::extauth::ExternalIr>,
 }
 
 /// A rule before principals are interned.
@@ -59,6 +58,7 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
     let loc = obj.location();
     let spec = FieldPath::root().field("spec");
     let created = creation_timestamp(obj, diags);
+    let mut external = None;
     let (target_refs, rules) = if obj.api_version.ends_with("/v0alpha0") {
         let s: PolicySpecV0 = match kan_types::spec(&obj.value) {
             Ok(s) => s,
@@ -90,7 +90,16 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                     cel,
                 }
             })
-            .collect();
+            .collect::<Vec<RuleIr>>();
+        // The CRD allows one ExternalAuth rule per policy: its source's requests go to the service, and the
+        // rule grants what the service allows.
+        for (i, r) in s.rules.iter().enumerate() {
+            let Some(ext) = r.authorization.as_ref().filter(|a| a.kind == "ExternalAuth") else { continue };
+            let (Some(value), Some(rule)) = (ext.external_auth.as_ref(), rules.get(i)) else { continue };
+            let selector = RuleIr { mcp: None, cel: None, http: None, ..rule.clone() };
+            let path = spec.field("rules").index(i).field("authorization").field("externalAuth");
+            external = crate::extauth::read(obj, value, &path, vec![selector], true, &loc, diags);
+        }
         (s.target_refs, rules)
     } else {
         let s: PolicySpecV1 = match kan_types::spec(&obj.value) {
@@ -105,7 +114,7 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
                     ));
                 }
             }
-            "ExternalAuth" => diags.error(&loc, spec.field("action").as_str(), EXTAUTH_UNSUPPORTED),
+            "ExternalAuth" => {}
             other => diags.error(
                 &loc,
                 spec.field("action").as_str(),
@@ -149,6 +158,11 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
         if explicit_empty {
             rules.push(matches_nothing());
         }
+        if s.action == "ExternalAuth" {
+            // Its rules select what is sent to the service; the policy grants nothing (extauth.rs).
+            let value = s.external_auth.clone().unwrap_or(serde_json::Value::Null);
+            external = crate::extauth::read(obj, &value, &spec.field("externalAuth"), rules.clone(), false, &loc, diags);
+        }
         (s.target_refs, rules)
     };
     let targets = targets(
@@ -167,6 +181,7 @@ pub fn read(obj: &Object, ctx: &Context<'_>, diags: &mut Diags) -> Option<Policy
         created,
         targets,
         rules,
+        external,
     })
 }
 
@@ -580,10 +595,8 @@ fn mcp_v0(a: &AuthorizationV0, path: &FieldPath, loc: &Loc, diags: &mut Diags) -
                 methods: Some(methods),
             })
         }
-        "ExternalAuth" => {
-            diags.error(loc, path.field("type").as_str(), EXTAUTH_UNSUPPORTED);
-            None
-        }
+        // No MCP condition: the rule grants its source everything the external service allows.
+        "ExternalAuth" => None,
         other => {
             diags.error(
                 loc,

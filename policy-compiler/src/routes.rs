@@ -343,6 +343,7 @@ pub fn build(
             policies: vec![],
             tool_pins: Default::default(),
             elicitation_url_hosts: Vec::new(),
+            external_auth: None,
         });
     }
     (out, routes)

@@ -333,7 +333,7 @@ spec:
 }
 
 #[test]
-fn not_supported_yet_is_an_error_never_ignored() {
+fn a_second_external_auth_that_would_grant_unchecked_is_an_error() {
     let errs = compile_err(&with_backend(&format!(
         "apiVersion: {V1}
 kind: XAccessPolicy
@@ -370,9 +370,9 @@ spec:
     assert_eq!(
         errs,
         [
-            "in.yaml doc 2 XAccessPolicy ns/ext: spec.action: ExternalAuth policies are not supported yet (Grantwall issue #9)",
-            // CEL rules compile now (issue #4); their neighbours' ExternalAuth still does not.
-            "in.yaml doc 4 XAccessPolicy ns/old: spec.rules[1].authorization.type: ExternalAuth policies are not supported yet (Grantwall issue #9)",
+            // ns/ext is older (same timestamp: by name) and wins; ns/old's v0alpha0 rule would grant its source
+            // everything without the service's check, so it is refused rather than dropped.
+            "in.yaml doc 4 XAccessPolicy ns/old: spec.rules: XBackend ns/b already has ExternalAuth ns/ext (older); KAN supports one per target, and this v0alpha0 ExternalAuth rule cannot be enforced: remove it or the older policy",
         ]
     );
 }
