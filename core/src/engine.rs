@@ -18,6 +18,8 @@ use regex_lite::Regex;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+mod agent;
+
 /// A config the filter cannot load, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -202,6 +204,8 @@ pub struct Engine {
     needs_time: bool,
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
+    /// Ephemeral identities (GrantwallAgentIdentity), by principal.
+    agents: agent::Agents,
 }
 
 impl Engine {
@@ -265,7 +269,8 @@ impl Engine {
                 return Err(config_error(format!("routes.authorities[{k:?}]"), "must be a lower-case host without port"));
             }
         }
-        let rules = || targets.iter().flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
+        let agents = agent::Agents::compile(&config.settings.identity.ephemeral, backend_count)?;
+        let rules = || targets.iter().chain(agents.targets()).flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
         let mut header_names: Vec<String> = rules()
             .filter_map(|r| r.http.as_ref())
             .flat_map(|h| h.headers.iter().map(|(name, _, _)| name.clone()))
@@ -287,6 +292,7 @@ impl Engine {
             needs_arguments,
             needs_time,
             uses_ports,
+            agents,
         })
     }
 
@@ -391,6 +397,9 @@ impl Engine {
     }
 
     fn decide_with(&self, req: &Request<'_>, op: Option<&McpOp<'_>>, listing: bool) -> Decision<'_> {
+        if let Some(agent) = self.agents.get(req.principal) {
+            return self.decide_agent(agent, req, op, listing);
+        }
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
         // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
         let mut act = Activation::new(

@@ -3,12 +3,15 @@
 //! - `root`: configure-time loading of the compiled policy config.
 //! - `http`: per-request capture, buffering and the decision.
 //! - `auth`: bearer tokens (verify, strip, 401 challenge).
+//! - `agent`: ephemeral identities (lifetime, request budget in shared data).
 //! - `host`: panic-free host calls.
 //! - `metrics`: decision counters.
 //! - `trap`: test-only VM trap injection (feature `trap-test`).
 //! - `response`: per-caller filtering of list responses (JSON and SSE).
 //! - `shared`: state shared across workers (tool-pin observations).
 
+#[cfg(target_arch = "wasm32")]
+mod agent;
 #[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]

@@ -2,6 +2,7 @@
 //! Everything that reaches the output is sorted by name or by a documented key, never by input order, so the
 //! same objects always give the same bytes however the files and documents are arranged.
 
+use crate::agent_identity;
 use crate::crd_schema;
 use crate::diag::Diags;
 use crate::identity_crd::{self, ProviderIr};
@@ -190,6 +191,18 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
 
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
     let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
+    let ephemeral = agent_identity::build(
+        &read.agents,
+        &agent_identity::Inputs {
+            trust_domain: &opts.trust_domain,
+            gateway_policies: &gateway_policies,
+            backend_names: &backend_names,
+            backend_policies: &backend_policies,
+            providers: &jwt.providers,
+            policy_principals: &principals,
+        },
+        &mut diags,
+    );
 
     if diags.has_errors() {
         diags.sort();
@@ -209,6 +222,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                     peers,
                 },
                 jwt,
+                ephemeral,
             },
             audit_log: true,
         },
@@ -349,6 +363,8 @@ struct Read {
     /// GrantwallToolPolicy elicitation URL hosts: (backend ns/name, host).
     url_hosts: Vec<(String, String)>,
     providers: Vec<ProviderIr>,
+    /// GrantwallAgentIdentity objects (schema-validated), compiled once the policies in force are known.
+    agents: Vec<Object>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -361,7 +377,7 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
             || (obj.group() == identity_crd::GROUP
-                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND));
+                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND | agent_identity::KIND));
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -452,6 +468,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             if let Some(p) = identity_crd::read(&obj, &file, &opts.trust_domain, diags) {
                 read.providers.push(p);
             }
+        } else if obj.kind == agent_identity::KIND {
+            read.agents.push(obj);
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);
