@@ -7,7 +7,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use grantwall_core::config::McpMethod;
 use grantwall_core::engine::{Engine, Request};
-use grantwall_core::ephemeral::{check_alive, consume, counter_key, CounterStore};
+use grantwall_core::ephemeral::{check_alive, consume, counter_key, CounterStore, StoreError};
 use grantwall_core::mcp::McpOp;
 use serde_json::json;
 use std::collections::HashMap;
@@ -33,10 +33,10 @@ fn engine() -> Engine {
 struct Map(HashMap<String, (Vec<u8>, u32)>, u32);
 
 impl CounterStore for Map {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ()> {
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         Ok(self.0.get(key).cloned())
     }
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, ()> {
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
         if cas != 0 && self.0.get(key).is_some_and(|(_, c)| *c != cas) {
             return Ok(false);
         }

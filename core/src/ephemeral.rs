@@ -105,12 +105,16 @@ pub fn encode_count(n: u64) -> [u8; 8] {
     n.to_le_bytes()
 }
 
+/// The host could not read or write shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreError;
+
 /// Compare-and-swap storage (Proxy-Wasm shared data). `cas` 0 means "no check" (the key was absent).
 pub trait CounterStore {
     /// The value and its CAS token, None if the key is absent. Err: the host failed.
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ()>;
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
     /// Write if the key's CAS token is still `cas` (0: unconditionally). Ok(false): someone wrote first.
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, ()>;
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError>;
 }
 
 /// What one request's budget check found.
@@ -131,7 +135,7 @@ pub enum Budget {
 pub fn consume(store: &mut dyn CounterStore, key: &str, max: u32) -> Budget {
     for _ in 0..MAX_CAS_ATTEMPTS {
         let current = match store.get(key) {
-            Err(()) => return Budget::Uncountable,
+            Err(StoreError) => return Budget::Uncountable,
             Ok(None) => {
                 // Create at 0 only; the increment below is then conditional.
                 if store.set(key, &encode_count(0), 0).is_err() {
@@ -153,7 +157,7 @@ pub fn consume(store: &mut dyn CounterStore, key: &str, max: u32) -> Budget {
         match store.set(key, &encode_count(count + 1), cas) {
             Ok(true) => return Budget::Counted { n: count + 1 },
             Ok(false) => continue,
-            Err(()) => return Budget::Uncountable,
+            Err(StoreError) => return Budget::Uncountable,
         }
     }
     Budget::Uncountable
@@ -161,7 +165,7 @@ pub fn consume(store: &mut dyn CounterStore, key: &str, max: u32) -> Budget {
 
 /// Make sure a counter exists (at 0) before requests arrive, so the first increment is already a CAS
 /// (called at configure time; an existing count is kept across config reloads).
-pub fn ensure_counter(store: &mut dyn CounterStore, key: &str) -> Result<(), ()> {
+pub fn ensure_counter(store: &mut dyn CounterStore, key: &str) -> Result<(), StoreError> {
     match store.get(key)? {
         Some(_) => Ok(()),
         None => store.set(key, &encode_count(0), 0).map(|_| ()),

@@ -52,16 +52,16 @@ struct FakeShared {
 }
 
 impl CounterStore for FakeShared {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ()> {
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
         if self.fail_get {
-            return Err(());
+            return Err(StoreError);
         }
         Ok(self.data.get(key).map(|(v, c)| (v.clone(), if self.no_cas { 0 } else { *c })))
     }
 
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, ()> {
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
         if self.fail_set {
-            return Err(());
+            return Err(StoreError);
         }
         if self.conflicts > 0 {
             self.conflicts -= 1;

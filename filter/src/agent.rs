@@ -4,19 +4,19 @@
 
 use crate::host::{self, CasWrite};
 use grantwall_core::engine::Engine;
-use grantwall_core::ephemeral::{self, Budget, CounterStore, EphemeralIdentity};
+use grantwall_core::ephemeral::{self, Budget, CounterStore, EphemeralIdentity, StoreError};
 use grantwall_core::jwt::TokenIdentity;
 
 /// Proxy-Wasm shared data as the CAS store of the counters (all workers of the VM see it).
 struct SharedData;
 
 impl CounterStore for SharedData {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, ()> {
-        host::shared_data(key).map_err(|_| ())
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        host::shared_data(key).map_err(|_| StoreError)
     }
 
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, ()> {
-        host::set_shared_data(key, value, cas).map(|w| w == CasWrite::Written).map_err(|_| ())
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<bool, StoreError> {
+        host::set_shared_data(key, value, cas).map(|w| w == CasWrite::Written).map_err(|_| StoreError)
     }
 }
 

@@ -239,7 +239,7 @@ fn covered(rule: &RuleIr, parent: &str, policies: &[&PolicyIr]) -> Result<(), St
     let parents: Vec<&RuleIr> = policies
         .iter()
         .flat_map(|p| p.rules.iter())
-        .filter(|r| r.principal.as_deref().map_or(true, |p| p == parent))
+        .filter(|r| r.principal.as_deref().is_none_or(|p| p == parent))
         .collect();
     for atom in atoms(rule) {
         let by_method: Vec<&&RuleIr> = parents.iter().filter(|p| mcp_covers(p.mcp.as_ref(), atom)).collect();
@@ -273,7 +273,7 @@ fn mcp_covers(parent: Option<&McpMatch>, atom: Atom<'_>) -> bool {
         Atom::Method(McpMethod::ToolsList) | Atom::Named(McpMethod::ToolsList, _) if p.base_protocol => true,
         Atom::Method(m) => grants.iter().any(|g| g.method == m && g.names.is_none()),
         Atom::Named(m, name) => {
-            grants.iter().any(|g| g.method == m && g.names.as_ref().map_or(true, |ns| ns.iter().any(|n| n == name)))
+            grants.iter().any(|g| g.method == m && g.names.as_ref().is_none_or(|ns| ns.iter().any(|n| n == name)))
         }
     }
 }
