@@ -293,3 +293,50 @@ spec:
     let config = compile_ok(&format!("{}{parent_policy}{yaml}", base()));
     assert_eq!(config.settings.identity.ephemeral[0].parent, "oidc://issuer.test#agent-7");
 }
+
+#[test]
+fn explain_takes_token_callers_and_claims() {
+    use grantwall_policy_compiler::explain::{explain, ExplainRequest, TargetArg};
+    let claims_rule = "---
+apiVersion: agentic.networking.x-k8s.io/v1alpha1
+kind: XAccessPolicy
+metadata: {name: by-claim, namespace: tools}
+spec:
+  targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]
+  action: Allow
+  rules:
+  - name: admins
+    authorization:
+      type: CEL
+      cel: {expression: \"'mcp-admins' in jwt.claims.groups && request.mcp.tool_name == 'delete-everything'\"}
+";
+    let config = compile_ok(&format!("{}{claims_rule}{}", base(), agent("sub-1", ECHO_ONLY)));
+    let json = serde_json::to_vec(&config).unwrap();
+    let ask = |who: &str, tool: &str, claims: Option<serde_json::Value>| {
+        let req = ExplainRequest {
+            principal: Some(who.to_string()),
+            backend: Some("tools/mcp-server".into()),
+            method: "POST".into(),
+            mcp: Some("tools/call".into()),
+            target: Some(TargetArg::Tool(tool.into())),
+            claims,
+            ..ExplainRequest::default()
+        };
+        explain(&json, &req).unwrap()
+    };
+    let sub = "oidc://issuer.test#sub-1";
+    let echo = ask(sub, "echo", Some(serde_json::json!({"sub": "sub-1"})));
+    assert!(echo.allowed, "{}", echo.human);
+    let record: serde_json::Value = serde_json::from_str(&echo.record_json).unwrap();
+    assert_eq!((record["policy"].as_str(), record["rule"].as_str(), record["identitySource"].as_str()), (Some("tools/sub-1"), Some("echo-only"), Some("jwt")));
+    assert!(echo.human.contains("ephemeral identity tools/sub-1"), "{}", echo.human);
+    let sum = ask(sub, "get-sum", None);
+    assert!(!sum.allowed, "the parent may, the sub-agent may not: {}", sum.human);
+    // Claims reach CEL: with the group, anyone (here an unknown OIDC caller) may call the tool the rule names.
+    let other = "oidc://issuer.test#agent-9";
+    assert!(ask(other, "delete-everything", Some(serde_json::json!({"groups": ["mcp-admins"]}))).allowed);
+    assert!(!ask(other, "delete-everything", Some(serde_json::json!({"groups": ["users"]}))).allowed);
+    assert!(!ask(other, "delete-everything", None).allowed);
+    // The sub-agent presenting the group is still bound by its parent and permissions.
+    assert!(!ask(sub, "delete-everything", Some(serde_json::json!({"groups": ["mcp-admins"]}))).allowed);
+}
