@@ -103,6 +103,10 @@ pub struct IdentitySettings {
     /// Bearer tokens (JWT): providers, where a token is required, precedence over the mTLS peer.
     #[serde(default, skip_serializing_if = "is_default")]
     pub jwt: crate::jwt::JwtSettings,
+    /// Ephemeral agent identities (GrantwallAgentIdentity): a parent, a lifetime, a request budget and
+    /// permissions no wider than the parent's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral: Vec<crate::ephemeral::EphemeralIdentity>,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {

@@ -18,6 +18,8 @@ use regex_lite::Regex;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+mod agent;
+
 /// A config the filter cannot load, naming the offending field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -202,6 +204,8 @@ pub struct Engine {
     needs_time: bool,
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
+    /// Ephemeral identities (GrantwallAgentIdentity), by principal.
+    agents: agent::Agents,
     limits: crate::limits::Limits,
     /// ExternalAuth per target, indexed like `targets` (docs/extauth.md).
     external: Vec<Option<CompiledExternal>>,
@@ -278,8 +282,9 @@ impl Engine {
                 return Err(config_error(format!("routes.authorities[{k:?}]"), "must be a lower-case host without port"));
             }
         }
+        let agents = agent::Agents::compile(&config.settings.identity.ephemeral, backend_count)?;
         let selectors = external.iter().flatten().map(|e| &e.selector);
-        let rules = || targets.iter().chain(selectors.clone()).flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
+        let rules = || targets.iter().chain(selectors.clone()).chain(agents.targets()).flat_map(|t| t.policies.iter()).flat_map(|p| p.rules.iter());
         let mut header_names: Vec<String> = rules()
             .filter_map(|r| r.http.as_ref())
             .flat_map(|h| h.headers.iter().map(|(name, _, _)| name.clone()))
@@ -306,6 +311,7 @@ impl Engine {
             uses_ports,
             limits,
             external,
+            agents,
         })
     }
 
@@ -456,6 +462,9 @@ impl Engine {
     }
 
     fn decide_with(&self, req: &Request<'_>, op: Option<&McpOp<'_>>, listing: bool) -> Decision<'_> {
+        if let Some(agent) = self.agents.get(req.principal) {
+            return self.decide_agent(agent, req, op, listing);
+        }
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
         // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
         let mut act = Activation::new(

@@ -338,6 +338,13 @@ fn identity(p: &JwtProvider, index: usize, claims: JWTClaims<Map<String, Value>>
         all.insert("sub".into(), Value::String(subject.clone()));
     }
     all.insert("exp".into(), Value::from(expires_at.as_secs()));
+    // jwt-simple keeps the registered time claims out of `custom`: put them back (CEL, ephemeral ttl).
+    if let Some(iat) = claims.issued_at {
+        all.insert("iat".into(), Value::from(iat.as_secs()));
+    }
+    if let Some(nbf) = claims.invalid_before {
+        all.insert("nbf".into(), Value::from(nbf.as_secs()));
+    }
     if let Some(aud) = claims.audiences {
         let list: Vec<Value> = aud.into_set().into_iter().map(Value::String).collect();
         all.insert("aud".into(), Value::Array(list));

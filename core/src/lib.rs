@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cel;
 pub mod config;
 pub mod engine;
+pub mod ephemeral;
 pub mod extauth;
 pub mod identity;
 pub mod jsonrpc;

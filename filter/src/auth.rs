@@ -62,6 +62,11 @@ pub fn authenticate(
     Ok(Some(identity))
 }
 
+/// The challenge of a 401 for an ephemeral identity past its lifetime: its token is no longer usable.
+pub fn expired_challenge(why: &str) -> String {
+    challenge(Some(why), None)
+}
+
 fn invalid(why: String, metadata: Option<&str>) -> Challenge {
     Challenge { reason: "invalid-token", www_authenticate: challenge(Some(&why), metadata), message: why }
 }

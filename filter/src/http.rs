@@ -5,6 +5,7 @@
 //! the headers phase (`Action::Pause`, which needs `allow_on_headers_stop_iteration: true` in Envoy) so a
 //! denied request never reaches the upstream.
 
+use crate::agent;
 use crate::auth;
 use crate::host;
 use crate::metrics::Metrics;
@@ -156,7 +157,14 @@ impl GrantwallHttp {
             session_id: None,
         };
 
-        if !engine.has_policies(backend) && !engine.limits().applies(backend) {
+        // An ephemeral identity: its lifetime is checked first, and it is never waved through unjudged.
+        let ephemeral = engine.ephemeral(captured.identity.as_ref().map(|i| i.principal.as_str()));
+        if let Some(why) = ephemeral.and_then(|a| agent::expired(a, captured.token.as_ref())) {
+            let challenge = auth::expired_challenge(&why);
+            let r = Refusal { status: 401, code: -32001, reason: "identity-expired", message: why, www_authenticate: Some(challenge) };
+            return Ok(self.refuse(Some(&captured), &r));
+        }
+        if !engine.has_policies(backend) && !engine.limits().applies(backend) && ephemeral.is_none() {
             self.finish_allowed(&captured, None);
             if engine.limits().publish_headers() && crate::limits::publish_headers(&subject_of(&engine, &captured, None)).is_err() {
                 return Err(refusal(500, -32603, "internal-error", "could not publish the x-grantwall headers"));
@@ -306,7 +314,11 @@ impl GrantwallHttp {
         record.detail = cel_detail.as_deref();
         let mut reason = decision.reason();
         if decision.allowed {
-            let refusal = self.pin_refusal(captured, op).or_else(|| self.session_refusal(captured, op)).or(self.side_refusal);
+            let refusal = self
+                .pin_refusal(captured, op)
+                .or_else(|| self.session_refusal(captured, op))
+                .or(self.side_refusal)
+                .or_else(|| self.budget_refusal(captured));
             match refusal {
                 None => {
                     if let Some(action) = self.enforce_limits(captured, op, id, &mut record) {
@@ -383,6 +395,12 @@ impl GrantwallHttp {
             return shared::task_refusal(&task_id, caller).unwrap_or(Some("internal-error"));
         }
         None
+    }
+
+    /// An ephemeral identity's request budget: counted last, only for a request about to be forwarded.
+    fn budget_refusal(&self, captured: &Captured) -> Option<&'static str> {
+        let principal = captured.identity.as_ref().map(|i| i.principal.as_str());
+        self.engine.ephemeral(principal).and_then(agent::budget_refusal)
     }
 
     /// A session is usable only by the identity that initialized it (all workers agree: shared data).

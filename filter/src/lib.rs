@@ -3,6 +3,7 @@
 //! - `root`: configure-time loading of the compiled policy config.
 //! - `http`: per-request capture, buffering and the decision.
 //! - `auth`: bearer tokens (verify, strip, 401 challenge).
+//! - `agent`: ephemeral identities (lifetime, request budget in shared data).
 //! - `extauth`: the external-authorization call-out (KAN ExternalAuth).
 //! - `host`: panic-free host calls.
 //! - `metrics`: decision counters.
@@ -11,6 +12,8 @@
 //! - `shared`: state shared across workers (tool-pin observations).
 //! - `limits`: rate limits, fan-out caps, context budgets (shared slot tables with CAS).
 
+#[cfg(target_arch = "wasm32")]
+mod agent;
 #[cfg(target_arch = "wasm32")]
 mod auth;
 #[cfg(target_arch = "wasm32")]

@@ -25,6 +25,8 @@ const DENY_REASONS: &[&str] = &[
     "identity-conflict",
     "token-missing",
     "invalid-token",
+    "identity-expired",
+    "identity-exhausted",
     "internal-error",
     "definition-changed",
     "list-unfilterable",

@@ -47,6 +47,7 @@ impl RootContext for GrantwallRoot {
                 }
                 self.verifier = Some(Rc::new(verifier));
                 log::info!("grantwall: config loaded ({} bytes)", config.len());
+                crate::agent::ensure_counters(&engine);
                 self.engine = Some(Rc::new(engine));
                 if self.metrics.is_none() {
                     self.metrics = Some(Rc::new(Metrics::define()));

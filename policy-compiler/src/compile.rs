@@ -2,6 +2,7 @@
 //! Everything that reaches the output is sorted by name or by a documented key, never by input order, so the
 //! same objects always give the same bytes however the files and documents are arranged.
 
+use crate::agent_identity;
 use crate::crd_schema;
 use crate::diag::Diags;
 use crate::identity_crd::{self, ProviderIr};
@@ -208,6 +209,18 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
     let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
     let limits = limits_crd::build(&read.limits, gateway.as_deref(), &backend_names, &read.backend_names, &mut diags);
+    let ephemeral = agent_identity::build(
+        &read.agents,
+        &agent_identity::Inputs {
+            trust_domain: &opts.trust_domain,
+            gateway_policies: &gateway_policies,
+            backend_names: &backend_names,
+            backend_policies: &backend_policies,
+            providers: &jwt.providers,
+            policy_principals: &principals,
+        },
+        &mut diags,
+    );
 
     if diags.has_errors() {
         diags.sort();
@@ -227,6 +240,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
                     peers,
                 },
                 jwt,
+                ephemeral,
             },
             audit_log: true,
         },
@@ -373,6 +387,8 @@ struct Read {
     providers: Vec<ProviderIr>,
     /// GrantwallRateLimitPolicy objects.
     limits: Vec<limits_crd::LimitPolicyIr>,
+    /// GrantwallAgentIdentity objects (schema-validated), compiled once the policies in force are known.
+    agents: Vec<Object>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -385,7 +401,7 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
             || (obj.group() == identity_crd::GROUP
-                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND))
+                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND | agent_identity::KIND))
             || (obj.group() == limits_crd::GROUP && obj.kind == limits_crd::KIND);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
@@ -481,6 +497,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             if let Some(p) = limits_crd::read(&obj, &ctx, diags) {
                 read.limits.push(p);
             }
+        } else if obj.kind == agent_identity::KIND {
+            read.agents.push(obj);
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);

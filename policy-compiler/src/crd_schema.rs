@@ -25,6 +25,8 @@ const ACCESS_POLICY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallaccesspolicies.yaml");
 const RATE_LIMIT_POLICY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallratelimitpolicies.yaml");
+const AGENT_IDENTITY_CRD: &str =
+    include_str!("../../crds/grantwall.io_grantwallagentidentities.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -105,6 +107,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         all.extend(load_crd(IDENTITY_PROVIDER_CRD)?);
         all.extend(load_crd(ACCESS_POLICY_CRD)?);
         all.extend(load_crd(RATE_LIMIT_POLICY_CRD)?);
+        all.extend(load_crd(AGENT_IDENTITY_CRD)?);
         Ok(all)
     })
     .as_deref()
@@ -531,6 +534,7 @@ mod tests {
                 "GrantwallIdentityProvider grantwall.io/v1alpha1",
                 "GrantwallAccessPolicy grantwall.io/v1alpha1",
                 "GrantwallRateLimitPolicy grantwall.io/v1alpha1",
+                "GrantwallAgentIdentity grantwall.io/v1alpha1",
             ]
         );
     }

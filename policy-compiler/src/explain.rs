@@ -45,6 +45,9 @@ pub struct ExplainRequest {
     pub target: Option<TargetArg>,
     /// `params.arguments`, raw JSON text, passed through the parser; CEL rules read it as `request.mcp.arguments`.
     pub args: Option<String>,
+    /// Claims of a verified bearer token (a JSON object): CEL's `jwt.claims`, as if the token had been
+    /// verified; the caller's identity source becomes `jwt`. None: no token.
+    pub claims: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,9 +64,12 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     let engine = Engine::from_json(config_json).map_err(|e| format!("the filter would refuse this config: {e}"))?;
     let config: Config = serde_json::from_slice(config_json).map_err(|e| format!("config: {e}"))?;
     if let Some(p) = &req.principal {
-        if !is_spiffe_id(p) {
-            return Err(format!("--as {p:?}: not a SPIFFE ID (spiffe://trust-domain/path)"));
+        if !is_spiffe_id(p) && !grantwall_core::identity::is_oidc_principal(p) {
+            return Err(format!("--as {p:?}: not a SPIFFE ID (spiffe://trust-domain/path) or an oidc://ISSUER#SUBJECT principal"));
         }
+    }
+    if req.claims.as_ref().is_some_and(|c| !c.is_object()) {
+        return Err("--claims: must be a JSON object (the token's claims)".into());
     }
     let method = req.method.to_ascii_uppercase();
     if req.mcp.is_some() && method != "POST" {
@@ -106,7 +112,7 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     let backend_name = backend.and_then(|b| engine.backend_name(b));
     let base = AuditRecord {
         identity: principal,
-        identity_source: principal.map(|_| IdentitySource::MtlsPeer.as_str()),
+        identity_source: principal.map(|_| if req.claims.is_some() { IdentitySource::Jwt } else { IdentitySource::MtlsPeer }.as_str()),
         gateway: gateway_name,
         backend: backend_name,
         http_method: &method,
@@ -115,8 +121,9 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     };
     let ctx = Ctx { config: &config, req, principal, backend_name, gateway_name, method: &method, path: &path };
 
-    // As the filter: a request no policy applies to is allowed without inspection.
-    if !engine.has_policies(backend) {
+    // As the filter: a request no policy applies to is allowed without inspection (never an ephemeral
+    // identity's: it has only its permissions).
+    if !engine.has_policies(backend) && engine.ephemeral(principal).is_none() {
         let record = AuditRecord { decision: "allow", reason: "no-policy", ..base };
         return Ok(Explanation { allowed: true, record_json: record.to_json(), human: ctx.no_policy() });
     }
@@ -136,8 +143,8 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         backend,
         // The filter reads the proxy's clock only when a CEL rule needs `request.time`; so does explain.
         time: if engine.needs_time() { now() } else { None },
-        // explain has no bearer token to verify: `jwt.claims` is an empty map, as for a request without one.
-        jwt_claims: None,
+        // The claims given with --claims, as if their token had been verified; without, an empty map.
+        jwt_claims: req.claims.as_ref(),
     };
     let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
     let content_type = header("content-type").or(req.mcp.as_ref().map(|_| "application/json"));
@@ -199,7 +206,35 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         ..base
     }
     .with_decision(&decision);
-    let mut human = ctx.decided(&decision, &request, op.as_ref());
+    let mut human = match engine.ephemeral(principal) {
+        None => ctx.decided(&decision, &request, op.as_ref()),
+        Some(agent) => {
+            // The run-time rule: the parent's decision (without the token's claims), then the own permissions.
+            let parent_req = Request { principal: Some(agent.parent.as_str()), jwt_claims: None, ..request };
+            let parent = engine.decide(&parent_req, op.as_ref());
+            let parent_ctx = Ctx { principal: Some(agent.parent.as_str()), ..ctx };
+            let own = match (parent.allowed, decision.backend) {
+                (false, _) => "not consulted (the parent is refused)".to_string(),
+                (true, LevelOutcome::Matched { rule, .. }) => format!("permission {rule} matches"),
+                (true, _) => "no permission on this XBackend matches".to_string(),
+            };
+            let mut out = format!(
+                "{}: ephemeral identity {} (GrantwallAgentIdentity) — allowed only if its parent is and one of its own permissions matches\n  own permissions: {own}\n  parent {}:\n",
+                ctx.headline(if decision.allowed { "ALLOW" } else { "DENY" }, op.as_ref()),
+                agent.name,
+                agent.parent,
+            );
+            for line in parent_ctx.decided(&parent, &parent_req, op.as_ref()).lines() {
+                out.push_str(&format!("    {line}\n"));
+            }
+            out.push_str(&format!(
+                "  not explained: its lifetime (ttl {} s from iat, or exp) and request budget ({}), run-time state of the filter\n",
+                agent.ttl_seconds,
+                agent.max_requests.map_or("none".to_string(), |m| format!("{m} requests")),
+            ));
+            out
+        }
+    };
     if decision.allowed {
         // The filter would now ask the external service(s): explain cannot, so it says so.
         for ea in engine.external_checks(&request, op.as_ref()).into_iter().flatten().filter_map(|l| engine.external_level(l)) {

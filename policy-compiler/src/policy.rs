@@ -250,7 +250,7 @@ pub(crate) fn targets(
 }
 
 /// The SPIFFE ID a source names; `None` for "any caller" (no source) or after an error.
-pub(crate) fn principal(
+pub fn principal(
     source: Option<&Source>,
     policy_ns: &str,
     ctx: &Context<'_>,

@@ -15,7 +15,9 @@ compiled config), loaded into the filter's engine, and the request body is built
 filter's parser. --json prints the audit record the filter would write (Envoy filter state \
 wasm.grantwall_audit), for scripts.\n\n\
 The caller is a SPIFFE ID (--as), or a Kubernetes ServiceAccount (--sa NAMESPACE/NAME, or --as \
-system:serviceaccount:NAMESPACE:NAME) resolved with --trust-domain. Without either, the caller has no identity.";
+system:serviceaccount:NAMESPACE:NAME) resolved with --trust-domain, or a token's caller (--as \
+oidc://ISSUER-WITHOUT-https://#SUBJECT, e.g. an ephemeral GrantwallAgentIdentity) with its claims (--claims JSON). \
+Without --as or --sa, the caller has no identity.";
 
 pub const AFTER_HELP: &str = "\
 Examples:
@@ -114,6 +116,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "JSON")]
     args: Option<String>,
 
+    /// The claims of the caller's bearer token as a JSON object ('{"groups":["admins"]}'), for CEL rules on
+    /// jwt.claims; the signature is not checked (explain trusts you), and the identity source becomes jwt.
+    #[arg(long, value_name = "JSON")]
+    claims: Option<String>,
+
     /// Print the filter's audit record (JSON, one line) instead of the explanation.
     #[arg(long)]
     json: bool,
@@ -180,12 +187,12 @@ fn request(args: &ExplainArgs) -> Result<ExplainRequest, String> {
         return Err("--gateway, --namespace and --cluster-domain shape compilation; with --config the config is already compiled".into());
     }
     let principal = match (&args.as_, &args.sa) {
-        (Some(id), _) if id.starts_with("spiffe://") => Some(id.clone()),
+        (Some(id), _) if id.starts_with("spiffe://") || id.starts_with("oidc://") => Some(id.clone()),
         (Some(id), _) => match id.strip_prefix("system:serviceaccount:").and_then(|r| r.split_once(':')) {
             Some((ns, name)) => Some(sa_spiffe(&args.trust_domain, ns, name)?),
             None => {
                 return Err(format!(
-                    "--as {id:?}: expected a SPIFFE ID (spiffe://...) or system:serviceaccount:NAMESPACE:NAME"
+                    "--as {id:?}: expected a SPIFFE ID (spiffe://...), oidc://ISSUER#SUBJECT or system:serviceaccount:NAMESPACE:NAME"
                 ))
             }
         },
@@ -224,6 +231,10 @@ fn request(args: &ExplainArgs) -> Result<ExplainRequest, String> {
         mcp: args.mcp.clone(),
         target,
         args: args.args.clone(),
+        claims: match &args.claims {
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| format!("--claims: not JSON ({e}); give the token's claims as a JSON object"))?),
+            None => None,
+        },
     })
 }
 
