@@ -38,6 +38,9 @@ pub struct Config {
     /// How a request finds its backend.
     #[serde(default)]
     pub routes: Routes,
+    /// LLM upstreams: model grants and token budgets (GrantwallModelPolicy, core/src/llm/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::LlmConfig>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

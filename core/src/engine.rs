@@ -202,6 +202,8 @@ pub struct Engine {
     needs_time: bool,
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
+    /// LLM model grants and budgets (empty without `llm` in the config).
+    llm: crate::llm::LlmPolicySet,
 }
 
 impl Engine {
@@ -276,6 +278,7 @@ impl Engine {
         let needs_arguments = rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments);
         let needs_time = rules().filter_map(|r| r.cel.as_ref()).any(|p| p.expr().uses(cel::Var::RequestTime));
         let uses_ports = rules().any(|r| r.http.as_ref().is_some_and(|h| !h.ports.is_empty()));
+        let llm = crate::llm::LlmPolicySet::new(config.llm.as_ref()).map_err(|(at, why)| config_error(at, why))?;
         Ok(Engine {
             settings: config.settings,
             principal_ids,
@@ -287,7 +290,13 @@ impl Engine {
             needs_arguments,
             needs_time,
             uses_ports,
+            llm,
         })
+    }
+
+    /// LLM model grants and token budgets.
+    pub fn llm(&self) -> &crate::llm::LlmPolicySet {
+        &self.llm
     }
 
     pub fn settings(&self) -> &Settings {

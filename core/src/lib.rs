@@ -9,6 +9,7 @@ pub mod engine;
 pub mod identity;
 pub mod jsonrpc;
 pub mod listfilter;
+pub mod llm;
 pub mod jwt;
 pub mod mcp;
 pub mod pinning;

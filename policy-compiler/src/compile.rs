@@ -216,6 +216,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         gateway: gateway_target,
         backends: config_backends,
         routes,
+        llm: None,
     };
     let summary = summary(&config, &read);
     Ok(Compiled {

@@ -210,6 +210,7 @@ mod tests {
             gateway: Target { name: gateway.into(), policies: vec![] },
             backends: vec![],
             routes: Default::default(),
+            llm: None,
         }
     }
 

@@ -470,6 +470,7 @@ impl Ctx<'_> {
                 gateway: Target { name: String::new(), policies: vec![Policy { name: "p".into(), rules: vec![part] }] },
                 backends: vec![],
                 routes: Default::default(),
+                llm: None,
             };
             let e = Engine::new(config).ok()?;
             let req = Request { principal: None, backend: None, ..*request };
