@@ -24,6 +24,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
+mod llm;
+
 /// Filter state key (Envoy: `%FILTER_STATE(wasm.grantwall_audit:PLAIN)%`).
 const AUDIT_PROPERTY: &str = "grantwall_audit";
 
@@ -45,6 +47,8 @@ pub struct GrantwallHttp {
     stream: Option<StreamWatch>,
     /// A side-channel refusal found in the body before the engine decided (tasks, sampling tool_use).
     side_refusal: Option<&'static str>,
+    /// A POST to an LLM backend: model grant, budgets, usage counting (http/llm.rs).
+    llm: Option<llm::LlmFlow>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -92,6 +96,7 @@ impl GrantwallHttp {
             bind_session: false,
             stream: None,
             side_refusal: None,
+            llm: None,
         }
     }
 
@@ -143,6 +148,12 @@ impl GrantwallHttp {
             session_id: None,
         };
 
+        if captured.method == "POST" {
+            if let Some(id) = engine.llm().route(cluster.as_deref(), &captured.authority) {
+                let (ct, ce, cl) = (header_str("content-type")?, header_str("content-encoding")?, header_str("content-length")?);
+                return Ok(self.llm_headers(captured, id, ct.as_deref(), ce.as_deref(), cl.as_deref(), end_of_stream));
+            }
+        }
         if !engine.has_policies(backend) {
             self.finish_allowed(&captured, None);
             return Ok(Action::Continue);
@@ -219,6 +230,9 @@ impl GrantwallHttp {
     }
 
     fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
+        if self.llm.is_some() {
+            return Ok(self.llm_body(captured, size));
+        }
         if let Some(op) = captured.bodiless {
             if size > 0 {
                 return Err(refusal(400, -32600, "invalid-request", &format!("{} on the MCP endpoint must not carry a body", op.name)));
@@ -476,6 +490,10 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.llm.is_some() {
+            self.llm_response_headers();
+            return Action::Continue;
+        }
         if self.bind_session {
             self.bind_new_session();
         }
@@ -506,6 +524,10 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.llm.is_some() {
+            self.llm_response_body(body_size, end_of_stream);
+            return Action::Continue;
+        }
         if self.stream.is_some() {
             self.watch_stream_body(body_size, end_of_stream);
             return Action::Continue;
@@ -515,11 +537,16 @@ impl HttpContext for GrantwallHttp {
         }
         self.filter_list_body(body_size, end_of_stream)
     }
+
+    fn on_log(&mut self) {
+        // A stream cut before its end is still charged for what passed.
+        self.llm_finish();
+    }
 }
 
 impl GrantwallHttp {
     fn keep_for_response(&mut self, captured: Captured) {
-        if self.list.is_some() || self.bind_session || self.stream.is_some() {
+        if self.list.is_some() || self.bind_session || self.stream.is_some() || self.llm.is_some() {
             self.response_ctx = Some(captured);
         }
     }
