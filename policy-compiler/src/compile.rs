@@ -190,6 +190,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
 
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
     let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
+    let llm = crate::model_policy::build(&read.model_policies, &mut diags);
 
     if diags.has_errors() {
         diags.sort();
@@ -216,7 +217,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         gateway: gateway_target,
         backends: config_backends,
         routes,
-        llm: None,
+        llm,
     };
     let summary = summary(&config, &read);
     Ok(Compiled {
@@ -350,6 +351,7 @@ struct Read {
     /// GrantwallToolPolicy elicitation URL hosts: (backend ns/name, host).
     url_hosts: Vec<(String, String)>,
     providers: Vec<ProviderIr>,
+    model_policies: Vec<crate::model_policy::ModelPolicyIr>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -362,7 +364,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         let ours = matches!(obj.kind.as_str(), "XBackend" | "XAccessPolicy")
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
             || (obj.group() == identity_crd::GROUP
-                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND));
+                && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND))
+            || (obj.kind == crate::model_policy::KIND && obj.group() == crate::model_policy::GROUP);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -452,6 +455,10 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             let file = obj.origin.file.clone();
             if let Some(p) = identity_crd::read(&obj, &file, &opts.trust_domain, diags) {
                 read.providers.push(p);
+            }
+        } else if obj.kind == crate::model_policy::KIND {
+            if let Some(p) = crate::model_policy::read(&obj, &ctx, &opts.cluster_domain, diags) {
+                read.model_policies.push(p);
             }
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {

@@ -23,6 +23,7 @@ const IDENTITY_PROVIDER_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallidentityproviders.yaml");
 const ACCESS_POLICY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallaccesspolicies.yaml");
+const MODEL_POLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwallmodelpolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -102,6 +103,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         all.extend(load_crd(TOOLPOLICY_CRD)?);
         all.extend(load_crd(IDENTITY_PROVIDER_CRD)?);
         all.extend(load_crd(ACCESS_POLICY_CRD)?);
+        all.extend(load_crd(MODEL_POLICY_CRD)?);
         Ok(all)
     })
     .as_deref()
@@ -527,6 +529,7 @@ mod tests {
                 "GrantwallToolPolicy grantwall.io/v1alpha1",
                 "GrantwallIdentityProvider grantwall.io/v1alpha1",
                 "GrantwallAccessPolicy grantwall.io/v1alpha1",
+                "GrantwallModelPolicy grantwall.io/v1alpha1",
             ]
         );
     }

@@ -15,6 +15,7 @@ pub mod identity_crd;
 pub mod input;
 pub mod kan_rules;
 pub mod kan_types;
+pub mod model_policy;
 pub mod oci;
 pub mod pins;
 pub mod policy;
