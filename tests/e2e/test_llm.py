@@ -170,6 +170,8 @@ def test_model_grants_per_namespace(envoy, agent, received, namespace, model, al
         assert resp.status_code == 200, resp.text
         assert resp.json()["choices"][0]["message"]["content"]
         assert seen == [model]
+        # The response must stay readable for its usage: Grantwall asks for it uncompressed.
+        assert resp.request.headers["accept-encoding"] and received.requests()[0]["accept_encoding"] is None
     else:
         assert resp.status_code == 403, resp.text
         err = resp.json()["error"]
@@ -396,3 +398,37 @@ def test_budget_counters_survive_a_policy_update(start_envoy, compiler_path, was
     assert resp.status_code == 429, "tokens spent under the old policy still count"
     assert "160 of 100 tokens" in resp.json()["error"]["message"]
     envoy.stop()
+
+
+# --- a real OpenAI SDK client ------------------------------------------------------------------------------
+
+def test_the_openai_sdk_sees_its_own_error_types(envoy, agent, pki, client_cert, received):
+    import openai
+
+    def sdk(namespace: str, name: str) -> openai.OpenAI:
+        http = httpx.Client(verify=ssl_context(pki.ca_cert, client_cert(name, namespace)), trust_env=False, timeout=20)
+        # max_retries=0: by default the SDK would wait out Retry-After and try again.
+        return openai.OpenAI(base_url=envoy.url("/v1"), api_key="unused", http_client=http, max_retries=0)
+
+    prod = sdk("production", "sdk")
+    done = prod.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert done.choices[0].message.content and done.usage.total_tokens == 30
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        prod.chat.completions.create(model="gpt-3.5-turbo", messages=[{"role": "user", "content": "hi"}])
+    assert denied.value.status_code == 403 and denied.value.code == "model_not_allowed"
+    assert [json.loads(r["body"])["model"] for r in received.requests()] == ["gpt-4o"]
+
+    # team-d budgets are per identity, 1000 tokens an hour: one streamed answer spends them.
+    agent_d = sdk("team-d", "sdk-streamer")
+    mark = log_mark(envoy)
+    stream = agent_d.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True,
+                                             extra_headers={"x-test-output-tokens": "995"})
+    chunks = list(stream)
+    assert len(chunks) == 3 and all(c.choices for c in chunks), "no usage chunk the client did not ask for"
+    wait_usage(envoy, 1, mark, caller="team-d/sdk-streamer")
+    received.clear()
+    with pytest.raises(openai.RateLimitError) as limited:
+        agent_d.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert limited.value.status_code == 429 and limited.value.code == "token_budget_exceeded"
+    assert 0 < int(limited.value.response.headers["retry-after"]) <= 3600
+    assert received.requests() == []

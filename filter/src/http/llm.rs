@@ -129,8 +129,9 @@ impl GrantwallHttp {
         if let Some(why) = bad {
             return self.llm_refuse(&captured, Some(api), None, Refusal::InvalidBody, why, None);
         }
-        // The body may be rewritten (usage opt-in, token cap): its length is not known yet.
-        if host::remove_request_header("content-length").is_err() {
+        // The body may be rewritten (usage opt-in, token cap): its length is not known yet. And the usage must
+        // be readable in the response: ask the upstream for an uncompressed one.
+        if host::remove_request_header("content-length").is_err() || host::remove_request_header("accept-encoding").is_err() {
             return self.llm_refuse(&captured, Some(api), None, Refusal::Internal, "could not prepare the request", None);
         }
         self.llm = Some(LlmFlow::new(backend, api));
@@ -270,6 +271,13 @@ impl GrantwallHttp {
         let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         flow.counting = success;
         flow.sse = media == "text/event-stream";
+        if header("content-encoding").is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity")) {
+            // Compressed anyway: usage cannot be read, so the response is charged an estimate.
+            flow.usage_unreadable = Some("the response is compressed".into());
+            flow.strip_usage_chunk = false;
+            flow.sse = false;
+            flow.json_too_large = true;
+        }
         if success && flow.sse && flow.strip_usage_chunk {
             let _ = host::remove_response_header("content-length");
         }
