@@ -235,6 +235,18 @@ def test_malformed_bodies_are_refused(envoy, agent, received, body, content_type
     assert received.requests() == []
 
 
+def test_a_body_in_many_chunks_is_judged_whole(envoy, agent, received):
+    body = json.dumps(chat("gpt-4o", max_tokens=5)).encode()
+    # "gpt-4o" in one chunk, then a second "model" in a later chunk: the whole body is judged, never a prefix.
+    dup = body[:-1] + b',"model":"o3"}'
+    for content, status in [(body, 200), (dup, 400)]:
+        received.clear()
+        pieces = [content[i:i + 7] for i in range(0, len(content), 7)]
+        resp = agent("production").post(envoy.url(CHAT), content=iter(pieces), headers={"content-type": "application/json"})
+        assert resp.status_code == status, resp.text
+        assert len(received.requests()) == (1 if status == 200 else 0)
+
+
 def test_endpoints_grantwall_does_not_read_are_refused(envoy, agent, received):
     dev = agent("development")
     for path in ["/v1/audio/transcriptions", "/v1/chat%2Fcompletions", "/v1/messages/batches"]:
@@ -272,6 +284,10 @@ def test_a_stream_that_spends_the_budget_completes_and_the_next_request_gets_429
     assert err["code"] == "token_budget_exceeded" and "team-a-hourly" in err["message"]
     retry = int(resp.headers["retry-after"])
     assert 0 < retry <= 3600
+    # The counter is shared data: every worker sees it, whichever one a new connection lands on.
+    for i in range(4):
+        fresh = agent("team-a")   # a new client: a new connection
+        assert fresh.post(envoy.url(CHAT), json=chat("gpt-4o")).status_code == 429, f"connection {i}"
     assert received.requests() == []
     # Another namespace's budget is its own.
     assert agent("team-b").post(envoy.url(CHAT), json=chat("gpt-4o", max_tokens=5)).status_code == 200
