@@ -19,7 +19,7 @@ use grantwall_core::sse::{self, SseSplitter};
 use proxy_wasm::types::Action;
 
 const BUDGET_PREFIX: &str = "grantwall/llm/budget/";
-/// Largest JSON response kept (as a copy) to read its usage; beyond it usage is estimated.
+/// Largest JSON response (or single SSE event) kept to read its usage; beyond it usage is estimated.
 const MAX_USAGE_JSON_BYTES: usize = 8 * 1024 * 1024;
 /// When a capping policy adds an output limit to a request that had none, it does so only below this many
 /// tokens: a larger value could exceed what a model accepts and turn a fine request into an upstream 400.
@@ -305,6 +305,10 @@ impl GrantwallHttp {
                 if !rest.is_empty() {
                     on_event(flow, &rest, &mut out);
                 }
+            } else if flow.splitter.pending() > MAX_USAGE_JSON_BYTES {
+                // One event this large is no usage report: pass it on unread rather than hold it.
+                out.extend_from_slice(&flow.splitter.take_rest());
+                flow.usage_unreadable = Some("an SSE event larger than the limit".into());
             }
             if flow.strip_usage_chunk && out != chunk && host::set_response_body(body_size, &out).is_err() {
                 log::error!("grantwall: could not rewrite an LLM response stream");
