@@ -28,6 +28,16 @@ pub struct AuditRecord<'a> {
     pub rule: Option<&'a str>,
     /// Extra detail for refusals (parse error text).
     pub detail: Option<&'a str>,
+    /// LLM requests: the model asked for, and the tokens the response used (absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_out: Option<u64>,
+    /// Tokens charged to budgets (the reported total, or an estimate when the upstream reported none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_charged: Option<u64>,
 }
 
 impl<'a> AuditRecord<'a> {

@@ -41,6 +41,9 @@ pub struct Config {
     /// Rate limits, fan-out caps and context budgets (GrantwallRateLimitPolicy; core/src/limits.rs).
     #[serde(default, skip_serializing_if = "crate::limits::LimitsConfig::is_empty")]
     pub limits: crate::limits::LimitsConfig,
+    /// LLM upstreams: model grants and token budgets (GrantwallModelPolicy, core/src/llm/).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<crate::llm::LlmConfig>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

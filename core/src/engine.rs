@@ -204,6 +204,8 @@ pub struct Engine {
     needs_time: bool,
     /// Some rule matches on the destination port: only then does the glue read it.
     uses_ports: bool,
+    /// LLM model grants and budgets (empty without `llm` in the config).
+    llm: crate::llm::LlmPolicySet,
     /// Ephemeral identities (GrantwallAgentIdentity), by principal.
     agents: agent::Agents,
     limits: crate::limits::Limits,
@@ -298,6 +300,7 @@ impl Engine {
             rules().filter_map(|r| r.cel.as_ref()).any(Program::uses_arguments) || external.iter().any(Option::is_some);
         let needs_time = rules().filter_map(|r| r.cel.as_ref()).any(|p| p.expr().uses(cel::Var::RequestTime));
         let uses_ports = rules().any(|r| r.http.as_ref().is_some_and(|h| !h.ports.is_empty()));
+        let llm = crate::llm::LlmPolicySet::new(config.llm.as_ref()).map_err(|(at, why)| config_error(at, why))?;
         Ok(Engine {
             settings: config.settings,
             principal_ids,
@@ -312,12 +315,18 @@ impl Engine {
             limits,
             external,
             agents,
+            llm,
         })
     }
 
     /// Rate limits, fan-out caps and context budgets.
     pub fn limits(&self) -> &crate::limits::Limits {
         &self.limits
+    }
+
+    /// LLM model grants and token budgets.
+    pub fn llm(&self) -> &crate::llm::LlmPolicySet {
+        &self.llm
     }
 
     pub fn settings(&self) -> &Settings {

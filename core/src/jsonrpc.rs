@@ -215,7 +215,7 @@ const REF_FIELDS: &[&str] = &["type", "name", "uri"];
 
 /// Refuse a key that is not one of `known` but would match one under a lenient parser's rules
 /// (ASCII/Unicode case folding as in Go's encoding/json, or a trailing NUL/control character).
-fn check_near_miss(key: &str, known: &[&str]) -> Result<(), ParseError> {
+pub(crate) fn check_near_miss(key: &str, known: &[&str]) -> Result<(), ParseError> {
     if known.contains(&key) {
         return Ok(());
     }
@@ -329,6 +329,13 @@ impl<'de> Visitor<'de> for StrOrOtherVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         StrictValueVisitor.visit_seq(seq).map(|()| StrOrOther::Other)
     }
+}
+
+/// Walk one raw JSON value with the same strict rules as a request body (duplicate keys refused at any
+/// depth), without building it. Used by other request parsers (llm.rs).
+pub(crate) fn check_value(raw: &str) -> Result<(), ParseError> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    StrictValue.deserialize(&mut de).and_then(|()| de.end()).map_err(|e| classify_serde_error(&e))
 }
 
 /// Walks any JSON value, refusing duplicate keys in every object at every depth.

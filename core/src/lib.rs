@@ -11,6 +11,7 @@ pub mod extauth;
 pub mod identity;
 pub mod jsonrpc;
 pub mod listfilter;
+pub mod llm;
 pub mod jwt;
 pub mod limits;
 pub mod mcp;

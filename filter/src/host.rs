@@ -225,6 +225,13 @@ pub fn set_response_body(size: usize, bytes: &[u8]) -> Result<(), HostError> {
     ok(rc)
 }
 
+/// Replace the first `size` bytes of the buffered request body (the whole body, once it is complete).
+pub fn set_request_body(size: usize, bytes: &[u8]) -> Result<(), HostError> {
+    // SAFETY: buffer lives for the call.
+    let rc = unsafe { proxy_set_buffer_bytes(BUFFER_HTTP_REQUEST_BODY, 0, size, bytes.as_ptr(), bytes.len()) };
+    ok(rc)
+}
+
 /// A shared-data entry (shared by all workers of this VM) and its CAS token, or None when absent.
 pub fn shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
     let (mut data, mut size, mut cas) = (null_mut(), 0usize, 0u32);
@@ -370,6 +377,12 @@ pub fn define_counter(name: &str) -> Result<u32, HostError> {
 pub fn increment(metric: u32) {
     // SAFETY: plain values. A failed increment loses one count; nothing to do about it here.
     let _ = unsafe { proxy_increment_metric(metric, 1) };
+}
+
+/// Add `n` to a counter (token counts).
+pub fn add(metric: u32, n: u64) {
+    // SAFETY: plain values. A failed increment loses the count; nothing to do about it here.
+    let _ = unsafe { proxy_increment_metric(metric, i64::try_from(n).unwrap_or(i64::MAX)) };
 }
 
 /// Property paths are NUL-separated segments.

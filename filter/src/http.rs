@@ -25,6 +25,8 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 use std::rc::Rc;
 
+mod llm;
+
 /// Filter state key (Envoy: `%FILTER_STATE(wasm.grantwall_audit:PLAIN)%`).
 const AUDIT_PROPERTY: &str = "grantwall_audit";
 
@@ -51,6 +53,8 @@ pub struct GrantwallHttp {
     lease: std::cell::Cell<Option<crate::limits::FanOutLease>>,
     /// An external authorization call in flight: the request is held until it answers (extauth.rs).
     extauth: Option<crate::extauth::Pending>,
+    /// A POST to an LLM backend: model grant, budgets, usage counting (http/llm.rs).
+    llm: Option<llm::LlmFlow>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -100,6 +104,7 @@ impl GrantwallHttp {
             side_refusal: None,
             lease: std::cell::Cell::new(None),
             extauth: None,
+            llm: None,
         }
     }
 
@@ -163,6 +168,12 @@ impl GrantwallHttp {
             let challenge = auth::expired_challenge(&why);
             let r = Refusal { status: 401, code: -32001, reason: "identity-expired", message: why, www_authenticate: Some(challenge) };
             return Ok(self.refuse(Some(&captured), &r));
+        }
+        if captured.method == "POST" {
+            if let Some(id) = engine.llm().route(cluster.as_deref(), &captured.authority) {
+                let (ct, ce, cl) = (header_str("content-type")?, header_str("content-encoding")?, header_str("content-length")?);
+                return Ok(self.llm_headers(captured, id, ct.as_deref(), ce.as_deref(), cl.as_deref(), end_of_stream));
+            }
         }
         if !engine.has_policies(backend) && !engine.limits().applies(backend) && ephemeral.is_none() {
             self.finish_allowed(&captured, None);
@@ -243,6 +254,9 @@ impl GrantwallHttp {
     }
 
     fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
+        if self.llm.is_some() {
+            return Ok(self.llm_body(captured, size));
+        }
         if let Some(op) = captured.bodiless {
             if size > 0 {
                 return Err(refusal(400, -32600, "invalid-request", &format!("{} on the MCP endpoint must not carry a body", op.name)));
@@ -547,12 +561,11 @@ impl HttpContext for GrantwallHttp {
         action
     }
 
-    fn on_log(&mut self) {
-        // The stream is over, however it ended: give back its fan-out counts.
-        drop(self.lease.take());
-    }
-
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.llm.is_some() {
+            self.llm_response_headers();
+            return Action::Continue;
+        }
         if self.bind_session {
             self.bind_new_session();
         }
@@ -583,6 +596,10 @@ impl HttpContext for GrantwallHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.llm.is_some() {
+            self.llm_response_body(body_size, end_of_stream);
+            return Action::Continue;
+        }
         if self.stream.is_some() {
             self.watch_stream_body(body_size, end_of_stream);
             return Action::Continue;
@@ -591,6 +608,13 @@ impl HttpContext for GrantwallHttp {
             return Action::Continue;
         }
         self.filter_list_body(body_size, end_of_stream)
+    }
+
+    fn on_log(&mut self) {
+        // The stream is over, however it ended: give back its fan-out counts, and charge an LLM stream
+        // cut before its end for what passed.
+        drop(self.lease.take());
+        self.llm_finish();
     }
 }
 
@@ -762,7 +786,7 @@ impl GrantwallHttp {
     }
 
     fn keep_for_response(&mut self, captured: Captured) {
-        if self.list.is_some() || self.bind_session || self.stream.is_some() {
+        if self.list.is_some() || self.bind_session || self.stream.is_some() || self.llm.is_some() {
             self.response_ctx = Some(captured);
         }
     }

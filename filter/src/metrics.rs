@@ -43,6 +43,10 @@ const DENY_REASONS: &[&str] = &[
     "extauth-denied",
     "extauth-unavailable",
     "extauth-error",
+    "model-denied",
+    "budget-exhausted",
+    "llm-invalid-body",
+    "llm-unsupported-endpoint",
 ];
 
 pub struct Metrics {
@@ -50,6 +54,8 @@ pub struct Metrics {
     deny: Vec<(&'static str, u32)>,
     /// Counts any reason missing from the lists above, so nothing goes uncounted.
     other: Option<u32>,
+    /// LLM tokens charged to budgets (one counter: never a label per model or caller).
+    llm_tokens: Option<u32>,
 }
 
 impl Metrics {
@@ -62,6 +68,13 @@ impl Metrics {
             allow: ALLOW_REASONS.iter().filter_map(|r| define("allow", r)).collect(),
             deny: DENY_REASONS.iter().filter_map(|r| define("deny", r)).collect(),
             other: host::define_counter("grantwall.requests.decision.deny.reason.other").ok(),
+            llm_tokens: host::define_counter("grantwall.llm.tokens").ok(),
+        }
+    }
+
+    pub fn count_tokens(&self, tokens: u64) {
+        if let Some(id) = self.llm_tokens {
+            host::add(id, tokens);
         }
     }
 

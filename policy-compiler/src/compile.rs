@@ -221,6 +221,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         },
         &mut diags,
     );
+    let llm = crate::model_policy::build(&read.model_policies, &mut diags);
 
     if diags.has_errors() {
         diags.sort();
@@ -249,6 +250,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
         backends: config_backends,
         routes,
         limits,
+        llm,
     };
     let summary = summary(&config, &read);
     Ok(Compiled {
@@ -389,6 +391,7 @@ struct Read {
     limits: Vec<limits_crd::LimitPolicyIr>,
     /// GrantwallAgentIdentity objects (schema-validated), compiled once the policies in force are known.
     agents: Vec<Object>,
+    model_policies: Vec<crate::model_policy::ModelPolicyIr>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -402,7 +405,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             || (obj.kind == TOOL_POLICY_KIND && obj.group() == TOOL_POLICY_GROUP)
             || (obj.group() == identity_crd::GROUP
                 && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND | agent_identity::KIND))
-            || (obj.group() == limits_crd::GROUP && obj.kind == limits_crd::KIND);
+            || (obj.group() == limits_crd::GROUP && obj.kind == limits_crd::KIND)
+            || (obj.kind == crate::model_policy::KIND && obj.group() == crate::model_policy::GROUP);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -499,6 +503,10 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             }
         } else if obj.kind == agent_identity::KIND {
             read.agents.push(obj);
+        } else if obj.kind == crate::model_policy::KIND {
+            if let Some(p) = crate::model_policy::read(&obj, &ctx, &opts.cluster_domain, diags) {
+                read.model_policies.push(p);
+            }
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {
                 read.backends.push(b);

@@ -27,6 +27,7 @@ const RATE_LIMIT_POLICY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallratelimitpolicies.yaml");
 const AGENT_IDENTITY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallagentidentities.yaml");
+const MODEL_POLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwallmodelpolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -108,6 +109,7 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         all.extend(load_crd(ACCESS_POLICY_CRD)?);
         all.extend(load_crd(RATE_LIMIT_POLICY_CRD)?);
         all.extend(load_crd(AGENT_IDENTITY_CRD)?);
+        all.extend(load_crd(MODEL_POLICY_CRD)?);
         Ok(all)
     })
     .as_deref()
@@ -535,6 +537,7 @@ mod tests {
                 "GrantwallAccessPolicy grantwall.io/v1alpha1",
                 "GrantwallRateLimitPolicy grantwall.io/v1alpha1",
                 "GrantwallAgentIdentity grantwall.io/v1alpha1",
+                "GrantwallModelPolicy grantwall.io/v1alpha1",
             ]
         );
     }

@@ -211,6 +211,7 @@ mod tests {
             backends: vec![],
             routes: Default::default(),
             limits: Default::default(),
+            llm: None,
         }
     }
 

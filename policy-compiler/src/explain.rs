@@ -520,6 +520,7 @@ impl Ctx<'_> {
                 backends: vec![],
                 routes: Default::default(),
                 limits: Default::default(),
+                llm: None,
             };
             let e = Engine::new(config).ok()?;
             let req = Request { principal: None, backend: None, ..*request };

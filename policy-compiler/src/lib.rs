@@ -18,6 +18,7 @@ pub mod input;
 pub mod kan_rules;
 pub mod kan_types;
 pub mod limits_crd;
+pub mod model_policy;
 pub mod oci;
 pub mod pins;
 pub mod policy;

@@ -1,0 +1,77 @@
+//! Error bodies an LLM client understands: OpenAI's `{"error":{"message","type","code"}}`, or Anthropic's
+//! `{"type":"error","error":{"type","message"}}` on `/v1/messages`. SDKs turn the status into their own
+//! exception (403 → PermissionDenied, 429 → RateLimit, 400 → BadRequest) and show the message.
+
+use super::request::Api;
+
+/// Why an LLM request was refused; each maps to a status and error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The caller may not use the model.
+    ModelDenied,
+    /// A token budget is spent.
+    BudgetExhausted,
+    /// The body could not be parsed with certainty.
+    InvalidBody,
+    /// A POST to a path on an LLM backend that Grantwall does not inspect.
+    UnsupportedEndpoint,
+    /// Gateway-level policy refused the caller.
+    Forbidden,
+    /// Grantwall could not read or write its own state.
+    Internal,
+}
+
+impl Refusal {
+    pub fn status(self) -> u32 {
+        match self {
+            Refusal::ModelDenied | Refusal::Forbidden => 403,
+            Refusal::BudgetExhausted => 429,
+            Refusal::InvalidBody => 400,
+            Refusal::UnsupportedEndpoint => 404,
+            Refusal::Internal => 500,
+        }
+    }
+
+    /// Stable audit/metric reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::ModelDenied => "model-denied",
+            Refusal::BudgetExhausted => "budget-exhausted",
+            Refusal::InvalidBody => "llm-invalid-body",
+            Refusal::UnsupportedEndpoint => "llm-unsupported-endpoint",
+            Refusal::Forbidden => "default-deny",
+            Refusal::Internal => "internal-error",
+        }
+    }
+
+    fn openai_type_code(self) -> (&'static str, &'static str) {
+        match self {
+            Refusal::ModelDenied => ("invalid_request_error", "model_not_allowed"),
+            Refusal::BudgetExhausted => ("insufficient_quota", "token_budget_exceeded"),
+            Refusal::InvalidBody => ("invalid_request_error", "invalid_request_body"),
+            Refusal::UnsupportedEndpoint => ("invalid_request_error", "unsupported_endpoint"),
+            Refusal::Forbidden => ("invalid_request_error", "forbidden"),
+            Refusal::Internal => ("server_error", "internal_error"),
+        }
+    }
+
+    fn anthropic_type(self) -> &'static str {
+        match self {
+            Refusal::ModelDenied | Refusal::Forbidden => "permission_error",
+            Refusal::BudgetExhausted => "rate_limit_error",
+            Refusal::InvalidBody => "invalid_request_error",
+            Refusal::UnsupportedEndpoint => "not_found_error",
+            Refusal::Internal => "api_error",
+        }
+    }
+}
+
+/// The body for a refusal, in the API family's own error shape.
+pub fn error_body(api: Option<Api>, refusal: Refusal, message: &str) -> String {
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());
+    if api == Some(Api::AnthropicMessages) {
+        return format!(r#"{{"type":"error","error":{{"type":"{}","message":{msg}}}}}"#, refusal.anthropic_type());
+    }
+    let (kind, code) = refusal.openai_type_code();
+    format!(r#"{{"error":{{"message":{msg},"type":"{kind}","param":null,"code":"{code}"}}}}"#)
+}
