@@ -218,6 +218,16 @@ class Envoy:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def wait_log_text(self, predicate: Callable[[str], bool], timeout: float = 5.0) -> str:
+        """The proxy log once `predicate(text)` holds (or at the timeout): it is flushed every 100 ms, and
+        lines written by another worker thread may trail the reply the test just received."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if predicate(text) or time.monotonic() >= deadline:
+                return text
+            time.sleep(0.05)
+
     # --- lifecycle --------------------------------------------------------------------------
     @property
     def running(self) -> bool:

@@ -68,8 +68,11 @@ def test_rate_limit_holds_exactly_across_workers(envoy, pki, client_cert, upstre
     prom = envoy.prometheus()
     assert 'grantwall_requests{decision="deny",reason="rate_limited"} 30' in prom
     # Both workers took part (the proxy log line's second field is the thread id).
-    threads = {line.split("][")[1] for line in envoy.log_text().splitlines()
-               if "grantwall audit" in line and '"target":"echo"' in line}
+    def threads_in(log: str) -> set[str]:
+        return {line.split("][")[1] for line in log.splitlines()
+                if "grantwall audit" in line and '"target":"echo"' in line}
+
+    threads = threads_in(envoy.wait_log_text(lambda text: len(threads_in(text)) >= CONCURRENCY))
     assert len(threads) == CONCURRENCY, threads
 
 

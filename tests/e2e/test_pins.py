@@ -75,9 +75,11 @@ def test_a_changed_tool_is_hidden_and_refused_until_it_matches_again(envoy, pki,
     finally:
         set_description(mcp_upstream, ORIGINAL)
     assert upstream_log.tools_executed() == ["echo", "get-sum", "echo"]
-    log = envoy.log_text()
-    changed = [json.loads(line.split("grantwall audit ", 1)[1]) for line in log.splitlines()
-               if "grantwall audit " in line and "definition-changed" in line]
+    def changed_audits(log: str) -> list[dict]:
+        return [json.loads(line.split("grantwall audit ", 1)[1]) for line in log.splitlines()
+                if "grantwall audit " in line and "definition-changed" in line]
+
+    changed = changed_audits(envoy.wait_log_text(lambda text: len(changed_audits(text)) >= 5))
     listed = [a for a in changed if a["mcpMethod"] == "tools/list"]
     assert listed and listed[0]["target"] == "echo" and "pinned sha256" in listed[0]["detail"]
     assert len([a for a in changed if a["mcpMethod"] == "tools/call"]) == 4

@@ -185,7 +185,8 @@ def test_url_elicitation_only_to_allowed_hosts(envoy, pki, client_cert, ts_log):
             assert final["result"]["isError"] is True  # the server's request timed out
     finally:
         carol.close()
-    refused = [json.loads(line.split("grantwall audit ", 1)[1]) for line in envoy.log_text().splitlines()
+    log = envoy.wait_log_text(lambda text: text.count("elicitation-url-refused") >= 3)
+    refused = [json.loads(line.split("grantwall audit ", 1)[1]) for line in log.splitlines()
                if "elicitation-url-refused" in line]
     assert {a["detail"] for a in refused} >= {"https://evil.example.net/login", "http://auth.example.com/"}
 
