@@ -432,18 +432,7 @@ impl Engine {
             return out;
         }
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
-        let mut act = Activation::new(
-            req.method,
-            req.path,
-            req.authority,
-            req.headers,
-            req.principal,
-            req.time,
-            op.and_then(mcp_method_name),
-            op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
-            op.and_then(|o| o.arguments),
-        );
-        act.jwt_claims = req.jwt_claims;
+        let act = activation(req, op, false);
         let mut cel_error = None;
         let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };
         let levels = [Some(0u32), req.backend.map(|id| 1 + id)];
@@ -475,20 +464,7 @@ impl Engine {
             return self.decide_agent(agent, req, op, listing);
         }
         let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
-        // What CEL rules see; building it costs nothing until a CEL rule reads a variable.
-        let mut act = Activation::new(
-            req.method,
-            req.path,
-            req.authority,
-            req.headers,
-            req.principal,
-            req.time,
-            op.and_then(mcp_method_name),
-            op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
-            op.and_then(|o| o.arguments),
-        );
-        act.jwt_claims = req.jwt_claims;
-        let act = if listing { act.with_unknown_arguments() } else { act };
+        let act = activation(req, op, listing);
         let mut cel_error = None;
         let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };
         let gateway = match self.targets.first() {
@@ -515,6 +491,28 @@ struct RuleCtx<'r, 'e> {
     op: Option<&'r McpOp<'r>>,
     act: &'r Activation<'r>,
     cel_error: &'r mut Option<CelFailure<'e>>,
+}
+
+/// What CEL rules see of a request; building it costs nothing until a CEL rule reads a variable.
+/// `listing`: judging a listed item, whose call arguments are not known yet.
+fn activation<'a>(req: &Request<'a>, op: Option<&'a McpOp<'a>>, listing: bool) -> Activation<'a> {
+    let mut act = Activation::new(
+        req.method,
+        req.path,
+        req.authority,
+        req.headers,
+        req.principal,
+        req.time,
+        op.and_then(mcp_method_name),
+        op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
+        op.and_then(|o| o.arguments),
+    );
+    act.jwt_claims = req.jwt_claims;
+    if listing {
+        act.with_unknown_arguments()
+    } else {
+        act
+    }
 }
 
 fn evaluate<'e>(target: &'e CompiledTarget, principal: Option<u32>, ctx: &mut RuleCtx<'_, 'e>) -> LevelOutcome<'e> {

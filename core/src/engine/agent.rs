@@ -1,9 +1,8 @@
 //! Decisions for ephemeral identities (`crate::ephemeral`): the parent's decision ANDed with the identity's
 //! own permission rules on the request's XBackend. A child of the engine so it reuses the rule evaluation.
 
-use super::{compile_target, evaluate, mcp_method_name, Decision, Engine, LevelOutcome, Request, RuleCtx};
-use crate::cel::Activation;
-use crate::config::{McpMethod, Policy, Target};
+use super::{activation, compile_target, evaluate, Decision, Engine, LevelOutcome, Request, RuleCtx};
+use crate::config::{Policy, Target};
 use crate::ephemeral::EphemeralIdentity;
 use crate::mcp::McpOp;
 use std::collections::HashMap;
@@ -68,19 +67,7 @@ impl Engine {
         if !parent.allowed {
             return parent;
         }
-        let mut act = Activation::new(
-            req.method,
-            req.path,
-            req.authority,
-            req.headers,
-            req.principal,
-            req.time,
-            op.and_then(mcp_method_name),
-            op.filter(|o| o.method == Some(McpMethod::ToolsCall)).and_then(|o| o.target),
-            op.and_then(|o| o.arguments),
-        );
-        act.jwt_claims = req.jwt_claims;
-        let act = if listing { act.with_unknown_arguments() } else { act };
+        let act = activation(req, op, listing);
         let mut cel_error = None;
         let own = match req.backend.and_then(|b| agent.targets.get(&b)) {
             Some(target) => {
