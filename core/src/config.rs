@@ -180,6 +180,9 @@ pub struct Backend {
     /// KAN `action: ExternalAuth` on this XBackend (docs/extauth.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_auth: Option<crate::extauth::ExternalAuth>,
+    /// Set when this backend is an A2A agent (GrantwallA2AAgent): requests are read as A2A, not MCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a: Option<crate::a2a::AgentConfig>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

@@ -186,6 +186,7 @@ struct CompiledBackend {
     paths: Vec<String>,
     tool_pins: HashMap<String, String>,
     elicitation_url_hosts: Vec<String>,
+    a2a: Option<crate::a2a::AgentConfig>,
 }
 
 /// A loaded, validated and indexed config, ready to decide.
@@ -260,10 +261,14 @@ impl Engine {
             external.push(compile_external(backend.external_auth.as_ref(), &at, principal_count)?);
             let tool_pins = crate::pinning::validate_pins(&backend.tool_pins, &at).map_err(|(p, m)| config_error(p, m))?;
             crate::pinning::validate_hosts(&backend.elicitation_url_hosts, &at).map_err(|(p, m)| config_error(p, m))?;
+            if let Some(agent) = &backend.a2a {
+                agent.validate(&format!("{at}.a2a"), principal_count).map_err(|(p, m)| config_error(p, m))?;
+            }
             backends.push(CompiledBackend {
                 paths: backend.paths.clone(),
                 tool_pins,
                 elicitation_url_hosts: backend.elicitation_url_hosts.clone(),
+                a2a: backend.a2a.clone(),
             });
         }
         let backend_count = backends.len();
@@ -416,7 +421,18 @@ impl Engine {
             .is_some_and(|t| !t.policies.is_empty());
         let has_external = self.external_level(0).is_some()
             || backend_id.is_some_and(|id| self.external_level(1 + id).is_some());
-        gateway || backend || has_external
+        let agent = backend_a2a(self, backend_id).is_some_and(crate::a2a::AgentConfig::has_policies);
+        gateway || backend || has_external || agent
+    }
+
+    /// The A2A agent a backend is, if it is one (its requests are read as A2A, not MCP).
+    pub fn a2a(&self, backend: Option<BackendId>) -> Option<&crate::a2a::AgentConfig> {
+        backend_a2a(self, backend)
+    }
+
+    /// The caller's index in the config's principals (what A2A rules name).
+    pub fn principal_index(&self, principal: Option<&str>) -> Option<u32> {
+        principal.and_then(|p| self.principal_ids.get(p)).copied()
     }
 
     /// The ExternalAuth of a level (0: the Gateway, 1 + i: backend i).
@@ -847,4 +863,8 @@ fn compile_mcp(mcp: &McpMatch) -> CompiledMcp {
         map
     });
     CompiledMcp { base_protocol: mcp.base_protocol, methods }
+}
+
+fn backend_a2a(engine: &Engine, backend: Option<BackendId>) -> Option<&crate::a2a::AgentConfig> {
+    engine.backends.get(backend? as usize)?.a2a.as_ref()
 }

@@ -2,6 +2,7 @@
 //! caller identity, the decision engine, denial bodies and audit records. Nothing here talks to a proxy, so
 //! all of it runs under plain `cargo test` and, with `wasm-bindgen-test`, on the 32-bit Wasm target it ships on.
 
+pub mod a2a;
 pub mod audit;
 pub mod cel;
 pub mod config;
