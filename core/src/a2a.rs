@@ -163,7 +163,7 @@ pub struct Call {
 }
 
 impl Call {
-    fn new(op: Operation, binding: Binding, legacy: bool) -> Call {
+    pub fn new(op: Operation, binding: Binding, legacy: bool) -> Call {
         Call { op, binding, legacy, id: None, tasks: Vec::new(), references: Vec::new(), push_urls: Vec::new() }
     }
 

@@ -5,6 +5,8 @@
 //! the headers phase (`Action::Pause`, which needs `allow_on_headers_stop_iteration: true` in Envoy) so a
 //! denied request never reaches the upstream.
 
+mod a2a;
+
 use crate::agent;
 use crate::auth;
 use crate::host;
@@ -55,6 +57,8 @@ pub struct GrantwallHttp {
     extauth: Option<crate::extauth::Pending>,
     /// A POST to an LLM backend: model grant, budgets, usage counting (http/llm.rs).
     llm: Option<llm::LlmFlow>,
+    /// An allowed A2A request: created tasks bound, or the agent card filtered (http/a2a.rs).
+    a2a_watch: Option<a2a::Watch>,
 }
 
 /// Everything read at the headers phase; request headers cannot be read once the filter has continued.
@@ -76,6 +80,8 @@ struct Captured {
     bodiless: Option<McpOp<'static>>,
     /// `Mcp-Session-Id` of a request on a backend's MCP path (checked against the session's owner).
     session_id: Option<String>,
+    /// An A2A request held for its body (http/a2a.rs).
+    a2a: Option<a2a::Pending>,
 }
 
 /// A refusal before the engine could decide (bad input, host failure).
@@ -105,6 +111,7 @@ impl GrantwallHttp {
             lease: std::cell::Cell::new(None),
             extauth: None,
             llm: None,
+            a2a_watch: None,
         }
     }
 
@@ -160,6 +167,7 @@ impl GrantwallHttp {
             mcp_name: None,
             bodiless: None,
             session_id: None,
+            a2a: None,
         };
 
         // An ephemeral identity: its lifetime is checked first, and it is never waved through unjudged.
@@ -189,6 +197,9 @@ impl GrantwallHttp {
             if let Some(value) = header_str(name)? {
                 captured.headers.push((name.clone(), value));
             }
+        }
+        if engine.a2a(backend).is_some() {
+            return self.a2a_on_headers(captured, &headers, end_of_stream);
         }
 
         let content_type = header_str("content-type")?;
@@ -256,6 +267,9 @@ impl GrantwallHttp {
     fn on_complete_body(&mut self, captured: &Captured, size: usize) -> Result<Action, Refusal> {
         if self.llm.is_some() {
             return Ok(self.llm_body(captured, size));
+        }
+        if let Some(pending) = captured.a2a.as_ref() {
+            return self.a2a_on_body(captured, pending, size);
         }
         if let Some(op) = captured.bodiless {
             if size > 0 {
@@ -566,6 +580,10 @@ impl HttpContext for GrantwallHttp {
             self.llm_response_headers();
             return Action::Continue;
         }
+        if self.a2a_watch.is_some() {
+            self.a2a_response_headers();
+            return Action::Continue;
+        }
         if self.bind_session {
             self.bind_new_session();
         }
@@ -599,6 +617,9 @@ impl HttpContext for GrantwallHttp {
         if self.llm.is_some() {
             self.llm_response_body(body_size, end_of_stream);
             return Action::Continue;
+        }
+        if self.a2a_watch.is_some() {
+            return self.a2a_response_body(body_size, end_of_stream);
         }
         if self.stream.is_some() {
             self.watch_stream_body(body_size, end_of_stream);
@@ -786,7 +807,7 @@ impl GrantwallHttp {
     }
 
     fn keep_for_response(&mut self, captured: Captured) {
-        if self.list.is_some() || self.bind_session || self.stream.is_some() || self.llm.is_some() {
+        if self.list.is_some() || self.bind_session || self.stream.is_some() || self.llm.is_some() || self.a2a_watch.is_some() {
             self.response_ctx = Some(captured);
         }
     }

@@ -6,7 +6,7 @@
 use crate::host;
 
 /// Reasons a request can be allowed.
-const ALLOW_REASONS: &[&str] = &["rule-matched", "no-policy", "extauth-allowed", "extauth-fail-open"];
+const ALLOW_REASONS: &[&str] = &["rule-matched", "no-policy", "extauth-allowed", "extauth-fail-open", "card-signed-unfiltered"];
 
 /// Reasons a request can be refused.
 const DENY_REASONS: &[&str] = &[
@@ -47,6 +47,13 @@ const DENY_REASONS: &[&str] = &[
     "budget-exhausted",
     "llm-invalid-body",
     "llm-unsupported-endpoint",
+    "a2a-method-unknown",
+    "a2a-grpc-refused",
+    "push-url-refused",
+    "reference-task-foreign",
+    "reference-task-unknown",
+    "card-signed-refused",
+    "card-unfilterable",
 ];
 
 pub struct Metrics {

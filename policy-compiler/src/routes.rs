@@ -344,6 +344,7 @@ pub fn build(
             tool_pins: Default::default(),
             elicitation_url_hosts: Vec::new(),
             external_auth: None,
+            a2a: None,
         });
     }
     (out, routes)
