@@ -156,6 +156,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             principals.extend(e.rules.iter().filter_map(|r| r.principal.clone()));
         }
     }
+    principals.extend(crate::a2a_crd::principals(&read.a2a_policies));
     // An OIDC source whose issuer no provider verifies can never match: say so.
     for p in principals.iter().filter(|p| p.starts_with("oidc://")) {
         let known = read.providers.iter().any(|ir| {
@@ -200,6 +201,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             .collect();
         b.external_auth = external_of(&TargetKey::Backend(b.name.clone()));
     }
+    crate::a2a_crd::apply(&read.a2a_agents, &read.a2a_policies, &mut config_backends, &index, &mut diags);
     let gateway_target = Target {
         name: gateway.clone().unwrap_or_default(),
         policies: gateway_policies.iter().map(|p| to_policy(p)).collect(),
@@ -392,6 +394,8 @@ struct Read {
     /// GrantwallAgentIdentity objects (schema-validated), compiled once the policies in force are known.
     agents: Vec<Object>,
     model_policies: Vec<crate::model_policy::ModelPolicyIr>,
+    a2a_agents: Vec<crate::a2a_crd::AgentIr>,
+    a2a_policies: Vec<crate::a2a_crd::A2aPolicyIr>,
 }
 
 fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read {
@@ -406,7 +410,8 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
             || (obj.group() == identity_crd::GROUP
                 && matches!(obj.kind.as_str(), identity_crd::KIND | identity_crd::POLICY_KIND | agent_identity::KIND))
             || (obj.group() == limits_crd::GROUP && obj.kind == limits_crd::KIND)
-            || (obj.kind == crate::model_policy::KIND && obj.group() == crate::model_policy::GROUP);
+            || (obj.kind == crate::model_policy::KIND && obj.group() == crate::model_policy::GROUP)
+            || crate::a2a_crd::is_ours(&obj);
         let gateway_api =
             routes::is_gateway_api(&obj, "Gateway") || routes::is_gateway_api(&obj, "HTTPRoute");
         if !ours && !gateway_api {
@@ -506,6 +511,15 @@ fn read_objects(objects: Vec<Object>, opts: &Options, diags: &mut Diags) -> Read
         } else if obj.kind == crate::model_policy::KIND {
             if let Some(p) = crate::model_policy::read(&obj, &ctx, &opts.cluster_domain, diags) {
                 read.model_policies.push(p);
+            }
+        } else if crate::a2a_crd::is_ours(&obj) && obj.kind == crate::a2a_crd::AGENT_KIND {
+            if let Some(agent) = crate::a2a_crd::read_agent(&obj, diags) {
+                read.backends.push(agent.backend.clone());
+                read.a2a_agents.push(agent);
+            }
+        } else if crate::a2a_crd::is_ours(&obj) {
+            if let Some(p) = crate::a2a_crd::read_policy(&obj, &ctx, diags) {
+                read.a2a_policies.push(p);
             }
         } else if obj.kind == "XBackend" {
             if let Some(b) = routes::read_backend(&obj, diags) {

@@ -28,6 +28,9 @@ const RATE_LIMIT_POLICY_CRD: &str =
 const AGENT_IDENTITY_CRD: &str =
     include_str!("../../crds/grantwall.io_grantwallagentidentities.yaml");
 const MODEL_POLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwallmodelpolicies.yaml");
+/// A2A agents and agent-to-agent grants (docs/a2a.md).
+const A2A_AGENT_CRD: &str = include_str!("../../crds/grantwall.io_grantwalla2aagents.yaml");
+const A2A_POLICY_CRD: &str = include_str!("../../crds/grantwall.io_grantwalla2apolicies.yaml");
 
 /// One node of an OpenAPI v3 structural schema, with exactly the keywords our CRDs use: a keyword we do not
 /// implement makes loading fail (`deny_unknown_fields`) rather than being ignored.
@@ -110,6 +113,8 @@ pub fn embedded() -> Result<&'static [CrdVersion], String> {
         all.extend(load_crd(RATE_LIMIT_POLICY_CRD)?);
         all.extend(load_crd(AGENT_IDENTITY_CRD)?);
         all.extend(load_crd(MODEL_POLICY_CRD)?);
+        all.extend(load_crd(A2A_AGENT_CRD)?);
+        all.extend(load_crd(A2A_POLICY_CRD)?);
         Ok(all)
     })
     .as_deref()

@@ -5,6 +5,7 @@
 //! (`main.rs`, `cmd/`) is only the command line.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod a2a_crd;
 pub mod agent_identity;
 pub mod cel;
 pub mod compile;
