@@ -776,6 +776,9 @@ fn denial_code(reason: &str) -> (i32, &'static str) {
     match reason {
         "task-foreign" | "task-unknown" | "reference-task-foreign" | "reference-task-unknown" => (-32001, "Task not found"),
         "a2a-method-unknown" => (-32601, "Method not found"),
+        "malformed-json" => (-32700, "Parse error"),
+        "invalid-params" => (-32602, "Invalid params"),
+        "invalid-request" | "batch-refused" | "duplicate-key" | "ambiguous-key" => (-32600, "Invalid request"),
         _ => (crate::respond::FORBIDDEN_CODE, "Access to this agent operation is forbidden."),
     }
 }
@@ -785,6 +788,7 @@ pub fn rest_denial(reason: &str) -> (u32, Vec<u8>) {
     match denial_code(reason) {
         (-32001, m) => (404, rest_error_body(404, "NOT_FOUND", m, reason)),
         (-32601, m) => (404, rest_error_body(404, "NOT_FOUND", m, reason)),
+        (-32700 | -32602 | -32600, m) => (400, rest_error_body(400, "INVALID_ARGUMENT", m, reason)),
         (_, m) => (403, rest_error_body(403, "PERMISSION_DENIED", m, reason)),
     }
 }

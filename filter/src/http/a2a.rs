@@ -60,8 +60,7 @@ impl GrantwallHttp {
             match a2a::classify_rest(&captured.method, &captured.path) {
                 Some(route) => Pending::Rest(route),
                 None => {
-                    let call = Call::new(Operation::GetAgentCard, Binding::Rest, false);
-                    self.a2a_deny(&captured, &call, "a2a-method-unknown", Some("not an A2A operation on this agent"));
+                    self.a2a_deny(&captured, Binding::Rest, None, None, "a2a-method-unknown", Some("not an A2A operation on this agent"));
                     return Ok(Action::Pause);
                 }
             }
@@ -81,14 +80,18 @@ impl GrantwallHttp {
             }
         }
         if end_of_stream {
-            return Ok(match pending {
+            let action = match pending {
                 Pending::Rpc => return Err(refusal(400, -32700, "malformed-json", "empty request body")),
                 Pending::Rest(route) => match a2a::rest_call(&route, None) {
                     Ok(call) => self.a2a_decide(&captured, &call),
                     Err(e) => return Err(refusal(400, e.code, e.reason, &e.message)),
                 },
                 Pending::Card => self.a2a_decide(&captured, &card_call()),
-            });
+            };
+            if self.a2a_watch.is_some() {
+                self.response_ctx = Some(captured);
+            }
+            return Ok(action);
         }
         captured.a2a = Some(pending);
         self.pending = Some(captured);
@@ -115,9 +118,7 @@ impl GrantwallHttp {
             // Unknown methods and bad params are answered in A2A's JSON-RPC shape with the request's id.
             Err(e) if matches!(pending, Pending::Rpc) && e.code != -32700 => {
                 let id = grantwall_core::jsonrpc::parse(&body).ok().and_then(|m| m.id.map(str::to_owned));
-                let mut call = Call::new(Operation::SendMessage, Binding::JsonRpc, false);
-                call.id = id;
-                self.a2a_deny(captured, &call, e.reason, Some(&e.message));
+                self.a2a_deny(captured, Binding::JsonRpc, id.as_deref(), None, e.reason, Some(&e.message));
                 Ok(Action::Pause)
             }
             Err(e) => Err(refusal(400, e.code, e.reason, &e.message)),
@@ -141,7 +142,8 @@ impl GrantwallHttp {
         };
         if let Some(reason) = refusal {
             let detail = call.push_urls.iter().find(|u| !a2a::push_url_allowed(u, &agent.push_url_prefixes)).map(String::as_str);
-            self.a2a_deny(captured, call, reason, detail.filter(|_| reason == "push-url-refused"));
+            let detail = detail.filter(|_| reason == "push-url-refused").unwrap_or(call.protocol());
+            self.a2a_deny(captured, call.binding, call.id.as_deref(), Some(call.op), reason, Some(detail));
             return Action::Pause;
         }
         let mut record = self.base_record(captured, Some(call.op.as_str()), None).with_decision(&gateway);
@@ -185,17 +187,17 @@ impl GrantwallHttp {
     }
 
     /// Answer a refused A2A call in its binding's shape, and record why.
-    fn a2a_deny(&self, captured: &Captured, call: &Call, reason: &'static str, detail: Option<&str>) {
-        let mut record = self.base_record(captured, Some(call.op.as_str()), None);
+    fn a2a_deny(&self, captured: &Captured, binding: Binding, id: Option<&str>, op: Option<Operation>, reason: &'static str, detail: Option<&str>) {
+        let mut record = self.base_record(captured, op.map(Operation::as_str), None);
         record.decision = "deny";
         record.reason = reason;
         record.level = Some("backend");
-        record.detail = Some(detail.unwrap_or(call.protocol()));
+        record.detail = detail;
         self.emit(&record);
         let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
-        let (status, body) = match call.binding {
+        let (status, body) = match binding {
             // A per-call denial on HTTP 200 keeps the client's connection and session usable (as for MCP).
-            Binding::JsonRpc => (200, a2a::jsonrpc_denial(call.id.as_deref(), reason)),
+            Binding::JsonRpc => (200, a2a::jsonrpc_denial(id, reason)),
             Binding::Rest | Binding::Card => a2a::rest_denial(reason),
         };
         if host::send_response(status, &headers, &body).is_err() {
