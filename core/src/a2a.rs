@@ -645,6 +645,44 @@ fn collect_task_ids(m: &strict::Members<'_>, out: &mut Vec<String>) {
     }
 }
 
+/// Keep only the caller's tasks in a `ListTasks` response (JSON-RPC `result.tasks` or the REST body's
+/// `tasks`); `totalSize` becomes the number kept. Ok(None): an error response, nothing to filter.
+pub fn filter_task_list(body: &[u8], keep: &mut dyn FnMut(&str) -> bool) -> Result<Option<(Vec<u8>, usize, usize)>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "the task list is not UTF-8".to_string())?;
+    let mut doc = strict::value(text).map_err(|e| format!("the task list is not strict JSON: {e}"))?;
+    let is_rpc = doc.get("jsonrpc").is_some();
+    if is_rpc && doc.get("result").is_none() {
+        return Ok(None);
+    }
+    let list = if is_rpc { doc.get_mut("result") } else { Some(&mut doc) };
+    let Some(Value::Object(list)) = list else { return Err("the task list is not a JSON object".into()) };
+    let (mut kept, mut dropped) = (0, 0);
+    match list.get_mut("tasks") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(tasks)) => {
+            let mut out = Vec::with_capacity(tasks.len());
+            for task in tasks.drain(..) {
+                let id = task.get("id").and_then(Value::as_str).ok_or("a listed task without a string id")?;
+                if keep(id) {
+                    out.push(task);
+                } else {
+                    dropped += 1;
+                }
+            }
+            kept = out.len();
+            *tasks = out;
+        }
+        Some(_) => return Err("tasks is not an array".into()),
+    }
+    for key in ["totalSize", "total_size"] {
+        if list.contains_key(key) {
+            list.insert(key.to_owned(), Value::from(kept));
+        }
+    }
+    let body = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+    Ok(Some((body, kept, dropped)))
+}
+
 /// What card filtering did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CardOutcome {
@@ -737,15 +775,16 @@ fn rewrite_url(url: &mut Value, base: &str) -> Result<bool, String> {
     Ok(changed)
 }
 
-/// The JSON-RPC reply for a refused card request body (the card cannot be shown).
-pub fn card_refused_body(id: Option<&str>, message: &str) -> Vec<u8> {
+/// The body replacing a response Grantwall cannot show this caller (a card, a task list): a JSON-RPC error
+/// with the request's id, or a REST error.
+pub fn unfilterable_body(id: Option<&str>, message: &str, reason: &str) -> Vec<u8> {
     match id {
         Some(id) => format!(
             r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":-32603,"message":{}}}}}"#,
             serde_json::to_string(message).unwrap_or_default()
         )
         .into_bytes(),
-        None => rest_error_body(502, "UNAVAILABLE", message, "card-unfilterable"),
+        None => rest_error_body(502, "UNAVAILABLE", message, reason),
     }
 }
 

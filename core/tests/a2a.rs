@@ -7,7 +7,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use grantwall_core::a2a::{
     classify_rest, filter_card, is_card_path, method_operation, parse_jsonrpc, push_url_allowed, response_task_ids,
-    rest_call, rest_denial, jsonrpc_denial, AgentConfig, AgentPolicy, AgentRule, Binding, CardOutcome, Operation,
+    rest_call, rest_denial, jsonrpc_denial, filter_task_list, AgentConfig, AgentPolicy, AgentRule, Binding, CardOutcome, Operation,
     SignedCards, SkillView,
 };
 use serde_json::{json, Value};
@@ -278,4 +278,18 @@ fn denials_follow_a2a_conventions() {
     assert_eq!(status, 403);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["error"]["status"], "PERMISSION_DENIED");
     assert_eq!(rest_denial("task-foreign").0, 404);
+}
+
+#[test]
+fn task_lists_keep_only_the_callers_tasks() {
+    let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tasks":[{"id":"mine"},{"id":"theirs"}],"totalSize":2,"nextPageToken":""}}"#;
+    let (out, kept, dropped) = filter_task_list(body, &mut |id| id == "mine").unwrap().unwrap();
+    assert_eq!((kept, dropped), (1, 1));
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["result"]["tasks"], json!([{"id": "mine"}]));
+    assert_eq!(v["result"]["totalSize"], 1);
+    let (out, ..) = filter_task_list(br#"{"tasks":[{"id":"theirs"}]}"#, &mut |id| id == "mine").unwrap().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["tasks"], json!([]));
+    assert!(filter_task_list(br#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#, &mut |_| true).unwrap().is_none());
+    assert!(filter_task_list(br#"{"tasks":[{"id":"a","id":"b"}]}"#, &mut |_| true).is_err());
 }

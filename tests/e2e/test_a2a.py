@@ -46,7 +46,7 @@ spec:
   rules:
   - name: alice-messages-b
     source: {{type: ServiceAccount, serviceAccount: {{name: alice}}}}
-    operations: [SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask,
+    operations: [SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, ListTasks,
                  CreateTaskPushNotificationConfig]
     skills: [echo]
   - name: bob-sends
@@ -216,6 +216,24 @@ def test_foreign_tasks_are_refused(envoy, pki, client_cert, received):
     r = alice.http.get(envoy.url(f"/tasks/{task}"), headers={"A2A-Version": "1.0"})
     assert r.status_code == 200 and r.json()["id"] == task, r.text
     assert [(e["method"], e["path"]) for e in received.entries("request")] == [("GET", f"/tasks/{task}")]
+
+
+def test_task_lists_show_only_ones_own(envoy, agent_b, pki, client_cert, received):
+    alice = Caller(envoy, pki, client_cert("alice"))
+    bob = Caller(envoy, pki, client_cert("bob"))
+    mine, theirs = new_task(alice), new_task(bob)
+    listed = alice.rpc("ListTasks", {})["result"]
+    ids = {t["id"] for t in listed["tasks"]}
+    assert mine in ids and theirs not in ids
+    r = alice.http.get(envoy.url("/tasks"), headers={"A2A-Version": "1.0"})
+    assert r.status_code == 200, r.text
+    ids = {t["id"] for t in r.json()["tasks"]}
+    assert mine in ids and theirs not in ids
+    # The agent itself lists both: the filtering is Grantwall's.
+    direct = httpx.post(f"http://127.0.0.1:{agent_b.port}/", headers={"A2A-Version": "1.0"}, trust_env=False,
+                        json={"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {}}).json()
+    assert {mine, theirs} <= {t["id"] for t in direct["result"]["tasks"]}
+    assert bob.rpc("ListTasks", {})["error"]["code"] == 403
 
 
 def test_stream_created_task_is_bound(envoy, pki, client_cert, received):

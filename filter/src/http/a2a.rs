@@ -33,6 +33,8 @@ pub(super) enum Watch {
     Tasks { sse: bool, json: Vec<u8>, splitter: SseSplitter },
     /// Filter the agent card for the caller (JSON-RPC id when the card came as a JSON-RPC result).
     Card { id: Option<String>, active: bool },
+    /// Keep only the caller's tasks in a ListTasks response.
+    TaskList { id: Option<String>, active: bool },
 }
 
 /// Shared-data key of an A2A task: scoped by backend so one agent's ids cannot claim another's.
@@ -159,6 +161,8 @@ impl GrantwallHttp {
             Some(Watch::Tasks { sse: false, json: Vec::new(), splitter: SseSplitter::new() })
         } else if call.op.returns_card() {
             Some(Watch::Card { id: call.id.clone(), active: false })
+        } else if call.op == Operation::ListTasks {
+            Some(Watch::TaskList { id: call.id.clone(), active: false })
         } else {
             None
         };
@@ -219,7 +223,7 @@ impl GrantwallHttp {
                     self.a2a_watch = None;
                 }
             }
-            Some(Watch::Card { active, .. }) => {
+            Some(Watch::Card { active, .. } | Watch::TaskList { active, .. }) => {
                 if success {
                     // Filtered or replaced: the length changes, and a replaced body is JSON.
                     *active = true;
@@ -244,6 +248,7 @@ impl GrantwallHttp {
                 Action::Continue
             }
             Some(Watch::Card { .. }) => self.a2a_filter_card(body_size, end_of_stream),
+            Some(Watch::TaskList { .. }) => self.a2a_filter_task_list(body_size, end_of_stream),
             None => Action::Continue,
         }
     }
@@ -327,11 +332,11 @@ impl GrantwallHttp {
             Ok(CardOutcome::Rewritten { body, kept, dropped }) => (Some(body), None, format!("skills kept {kept}, dropped {dropped}")),
             Ok(CardOutcome::SignedPassed) => (None, Some("card-signed-unfiltered"), "signed card passed unfiltered (configured): the caller sees every skill".into()),
             Ok(CardOutcome::SignedRefused) => (
-                Some(a2a::card_refused_body(id.as_deref(), "The agent card is signed and cannot be filtered for this caller.")),
+                Some(a2a::unfilterable_body(id.as_deref(), "The agent card is signed and cannot be filtered for this caller.", "card-signed-refused")),
                 Some("card-signed-refused"),
                 "signed card refused: filtering would invalidate its signature".into(),
             ),
-            Err(why) => (Some(a2a::card_refused_body(id.as_deref(), "The agent card could not be read.")), Some("card-unfilterable"), why),
+            Err(why) => (Some(a2a::unfilterable_body(id.as_deref(), "The agent card could not be read.", "card-unfilterable")), Some("card-unfilterable"), why),
         };
         if let Some(bytes) = &replacement {
             if host::set_response_body(body_size, bytes).is_err() {
@@ -346,6 +351,47 @@ impl GrantwallHttp {
             self.emit(&record);
         } else if !detail.is_empty() {
             log::debug!("grantwall: agent card filtered: {detail}");
+        }
+        self.a2a_watch = None;
+        Action::Continue
+    }
+}
+
+impl GrantwallHttp {
+    /// A ListTasks response: the agent lists every task it has; the caller sees only its own.
+    fn a2a_filter_task_list(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(Watch::TaskList { id, active }) = self.a2a_watch.as_ref() else { return Action::Continue };
+        if !*active {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let id = id.clone();
+        let Some(captured) = self.response_ctx.as_ref() else { return Action::Continue };
+        let caller = captured.identity.as_ref().map(|i| i.principal.as_str());
+        let engine = std::rc::Rc::clone(&self.engine);
+        let mut keep = |task: &str| matches!(shared::task_refusal(&task_key(&engine, captured.backend, task), caller), Ok(None));
+        let outcome = if body_size > MAX_READ_BYTES {
+            Err("the task list is larger than the limit".to_string())
+        } else {
+            host::response_body(body_size).map_err(|_| "response body unavailable".to_string()).and_then(|b| a2a::filter_task_list(&b, &mut keep))
+        };
+        let replacement = match outcome {
+            Ok(None) => None,
+            Ok(Some((body, kept, dropped))) => {
+                log::debug!("grantwall: task list filtered: kept {kept}, dropped {dropped}");
+                Some(body)
+            }
+            Err(why) => {
+                self.audit_refusal(captured, "list-unfilterable", &why, Some("ListTasks"));
+                Some(a2a::unfilterable_body(id.as_deref(), "The task list could not be filtered for this caller.", "list-unfilterable"))
+            }
+        };
+        if let Some(bytes) = replacement {
+            if host::set_response_body(body_size, &bytes).is_err() {
+                log::error!("grantwall: could not rewrite a task list");
+            }
         }
         self.a2a_watch = None;
         Action::Continue
