@@ -543,6 +543,8 @@ mod tests {
                 "GrantwallRateLimitPolicy grantwall.io/v1alpha1",
                 "GrantwallAgentIdentity grantwall.io/v1alpha1",
                 "GrantwallModelPolicy grantwall.io/v1alpha1",
+                "GrantwallA2AAgent grantwall.io/v1alpha1",
+                "GrantwallA2APolicy grantwall.io/v1alpha1",
             ]
         );
     }
