@@ -1,4 +1,4 @@
-"""Grantwall in five steps: KAN policy -> compiled config -> Envoy + filter -> real MCP agents.
+"""Grantwall in six steps: KAN policy -> compiled config -> Envoy + filter -> real MCP agents -> an A2A hop.
 
     make demo            # = make build venv && .venv/bin/python examples/demo/run_demo.py
 
@@ -11,7 +11,10 @@ What it shows, with nothing mocked:
      clean JSON-RPC error and the session goes on; a caller without identity gets nowhere.
   4. The evidence: Envoy's audit records, the MCP server's own log of what it executed, and
      the decision counters in Envoy's Prometheus stats.
-  5. Every expectation is checked: exit status 0 only if everything behaved as described, so
+  5. An A2A hop (examples/a2a/agents.yaml): agent A messages agent B (a real a2a-sdk server) with the
+     a2a-sdk client through a second Envoy; agent C is refused before B sees anything; A's card shows
+     only the skill it is granted.
+  6. Every expectation is checked: exit status 0 only if everything behaved as described, so
      `make demo` doubles as a smoke test.
 
 It reuses the e2e harness (tests/e2e/) so that the demo and the tests run the very same setup.
@@ -42,8 +45,11 @@ from e2e.clients import mcp_client, text_of  # noqa: E402
 from e2e.envoy import CLUSTER, Envoy, render_bootstrap, start_envoy  # noqa: E402
 from e2e.pki import Pki, spiffe_sa  # noqa: E402
 from e2e.upstream import UpstreamServer, start_mcp_server  # noqa: E402
+from e2e.a2a_upstream import start_a2a_server  # noqa: E402
+from e2e.clients import ssl_context  # noqa: E402
 
 POLICIES = REPO_ROOT / "examples" / "policies"
+A2A_POLICY = REPO_ROOT / "examples" / "a2a" / "agents.yaml"
 WASM = REPO_ROOT / "dist" / "grantwall.wasm"
 COMPILER = REPO_ROOT / "dist" / "grantwall"
 FORBIDDEN = "Access to this tool is forbidden."
@@ -359,7 +365,76 @@ def counted(counters: dict[str, int], decision: str) -> int:
     return sum(v for k, v in counters.items() if f'decision="{decision}"' in k)
 
 
-# --- step 5: verdict -----------------------------------------------------------------------
+# --- step 5: agent to agent ---------------------------------------------------------------
+
+async def a2a_message(url: str, ca: Path, cert: Any, text: str) -> str:
+    """One message from the official a2a-sdk client; returns what agent B answered."""
+    import httpx
+    from a2a.client import ClientConfig, ClientFactory
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, Role, SendMessageRequest
+
+    card = AgentCard(name="agent-b", version="1", capabilities=AgentCapabilities(streaming=False),
+                     supported_interfaces=[AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version="1.0")])
+    async with httpx.AsyncClient(verify=ssl_context(ca, cert), trust_env=False, timeout=15) as http:
+        client = ClientFactory(ClientConfig(httpx_client=http, streaming=False)).create(card)
+        request = SendMessageRequest(message=new_text_message(text, role=Role.ROLE_USER))
+        events = [event async for event in client.send_message(request)]
+    return " ".join(str(e) for e in events)
+
+
+def a2a_hop(workdir: Path, pki: Pki, started: list[Any], checks: Checks) -> None:
+    """Agent A (alice) messages agent B through the gateway; agent C (carol) is refused before B sees it."""
+    cmd = [rel(COMPILER), "compile", "-f", rel(A2A_POLICY)]
+    print(f"  $ {' '.join(cmd)}   (GrantwallA2AAgent agent-b + GrantwallA2APolicy: alice -> agent-b)")
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise SystemExit(red(f"  grantwall compile failed ({done.returncode}):\n{done.stderr}"))
+    agent_b = start_a2a_server(workdir / "agent-b")
+    started.append(agent_b)
+    boot = render_bootstrap(ca_cert=pki.ca_cert, server_cert=pki.server_cert, server_key=pki.server_key,
+                            upstream_port=agent_b.port, access_log=workdir / "envoy-a2a" / "access.log",
+                            plugin_config=done.stdout, wasm_path=WASM)
+    envoy = start_envoy(workdir / "envoy-a2a", boot)
+    started.append(envoy)
+    print(f"  Agent B (a2a-sdk server, skills echo + admin-reset) behind a second Envoy: {envoy.url('/')}")
+    url = envoy.url("/")
+    rows: list[list[str]] = []
+    try:
+        answer = asyncio.run(a2a_message(url, pki.ca_cert, pki.client(ALICE), "hello from A"))
+        alice = ("allow", answer)
+    except Exception as exc:  # noqa: BLE001 - shown and checked below
+        alice = ("error", describe(exc))
+    try:
+        answer = asyncio.run(a2a_message(url, pki.ca_cert, pki.client(CAROL), "hello from C"))
+        carol = ("allow", answer)
+    except Exception as exc:  # noqa: BLE001
+        carol = ("deny" if "403" in str(exc) or "forbidden" in str(exc).lower() else "error", describe(exc))
+    rows.append(["A (alice)", "SendMessage -> agent B", "allow", alice[0], shorten(alice[1])])
+    rows.append(["C (carol)", "SendMessage -> agent B", "deny", carol[0], shorten(carol[1])])
+    print()
+    table(["agent", "call", "expected", "got", "client saw"], rows)
+    received = [e["body"] for e in agent_b.log.entries("request")]
+    print(f"  Agent B's own log: {len(received)} request(s) received")
+    checks.expect(alice[0] == "allow" and "echo: hello from A" in alice[1], "A2A: agent A's message reached agent B",
+                  alice[1])
+    checks.expect(carol[0] == "deny", "A2A: agent C refused at the gateway", carol[1])
+    checks.expect(len(received) == 1 and "hello from A" in received[0] and "hello from C" not in "".join(received),
+                  "A2A: agent B received exactly agent A's message", f"received {received}")
+    card = httpx_get_card(envoy, pki)
+    checks.expect([s["id"] for s in card.get("skills", [])] == ["echo"], "A2A: agent A's card shows only its skill",
+                  json.dumps(card)[:200])
+    print(f"  Agent B's card as agent A sees it: skills {[s['id'] for s in card.get('skills', [])]}, "
+          f"interface {card.get('supportedInterfaces', [{}])[0].get('url')}")
+
+
+def httpx_get_card(envoy: Envoy, pki: Pki) -> dict:
+    import httpx
+    with httpx.Client(verify=ssl_context(pki.ca_cert, pki.client(ALICE)), trust_env=False, timeout=10) as h:
+        return h.get(envoy.url("/.well-known/agent-card.json")).json()
+
+
+# --- step 6: verdict -----------------------------------------------------------------------
 
 def check_everything(outcomes: list[Outcome], audits: list[dict], executed: list[str], received: list[str],
                      upstream_requests: int, counters: dict[str, int], checks: Checks) -> None:
@@ -448,7 +523,10 @@ def main() -> int:
             print(f"  Decision counters ({stack.envoy.admin}/stats/prometheus):")
             show_counters(counters)
 
-            step(5, "Verdict")
+            step(5, "Agent to agent: A may message B, C may not (A2A, a2a-sdk client and server)")
+            a2a_hop(Path(tmp), stack.pki, started, checks)
+
+            step(6, "Verdict")
             check_everything(outcomes, audits, executed, received, upstream_requests, counters, checks)
         finally:
             for proc in reversed(started):

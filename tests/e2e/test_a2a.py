@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
+from .a2a_upstream import start_a2a_server
 from .clients import ssl_context
-from .procs import spawn
-from .upstream import UpstreamLog, UpstreamServer, wait_until_ready
-
-SERVER = Path(__file__).with_name("a2a_server.py")
+from .upstream import UpstreamLog
 # examples/envoy.yaml routes everything to this cluster; the agent claims it (grantwall.io/envoy-clusters).
 CLUSTER = "outbound|8000||mcp-server.tools.svc.cluster.local"
 
@@ -53,19 +48,6 @@ spec:
     source: {{type: ServiceAccount, serviceAccount: {{name: bob}}}}
     operations: [SendMessage, GetTask]
 """
-
-
-def start_a2a_server(workdir: Path, compat: bool) -> UpstreamServer:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port_file, log_path, stderr_path = workdir / "port", workdir / "requests.jsonl", workdir / "server.stderr"
-    port_file.unlink(missing_ok=True)
-    cmd = [sys.executable, str(SERVER), "--port", "0", "--port-file", str(port_file), "--log", str(log_path)]
-    if compat:
-        cmd.append("--compat")
-    with open(stderr_path, "ab") as err:
-        proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err)
-    server = UpstreamServer(proc, 0, "a2a", UpstreamLog(log_path), stderr_path)
-    return wait_until_ready(server, port_file, "a2a_server.py", 30)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["compat-0.3-on", "compat-0.3-off"])
