@@ -549,48 +549,111 @@ impl AgentConfig {
     pub fn has_policies(&self) -> bool {
         !self.policies.is_empty()
     }
+}
+
+/// An agent's config indexed for decisions: per principal, the (policy, rule) positions naming it, plus the
+/// rules open to any caller, both in policy order — so a decision looks only at the caller's own rules.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub config: AgentConfig,
+    by_principal: std::collections::HashMap<u32, Vec<(u32, u32)>>,
+    open: Vec<(u32, u32)>,
+    /// A policy with no rules matches everything (KAN): its index, if any.
+    whole_policy: Option<u32>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Agent {
+        let mut by_principal: std::collections::HashMap<u32, Vec<(u32, u32)>> = std::collections::HashMap::new();
+        let mut open = Vec::new();
+        let mut whole_policy = None;
+        for (pi, policy) in config.policies.iter().enumerate() {
+            let pi = u32::try_from(pi).unwrap_or(u32::MAX);
+            if policy.rules.is_empty() && whole_policy.is_none() {
+                whole_policy = Some(pi);
+            }
+            for (ri, rule) in policy.rules.iter().enumerate() {
+                let at = (pi, u32::try_from(ri).unwrap_or(u32::MAX));
+                match &rule.principals {
+                    None => open.push(at),
+                    Some(list) => {
+                        for p in list {
+                            by_principal.entry(*p).or_default().push(at);
+                        }
+                    }
+                }
+            }
+        }
+        for refs in by_principal.values_mut() {
+            refs.dedup();
+        }
+        Agent { config, by_principal, open, whole_policy }
+    }
+
+    pub fn has_policies(&self) -> bool {
+        self.config.has_policies()
+    }
+
+    /// The caller's candidate rules, merged with the open ones, in policy order.
+    fn candidates(&self, principal: Option<u32>) -> impl Iterator<Item = (&AgentPolicy, &AgentRule)> + '_ {
+        let named: &[(u32, u32)] = principal.and_then(|p| self.by_principal.get(&p)).map_or(&[], Vec::as_slice);
+        let open = self.open.as_slice();
+        // Both lists are built in policy order: merge them without allocating.
+        let (mut i, mut j) = (0, 0);
+        std::iter::from_fn(move || {
+            let next = match (named.get(i), open.get(j)) {
+                (Some(a), Some(b)) if a <= b => {
+                    i += 1;
+                    *a
+                }
+                (_, Some(b)) => {
+                    j += 1;
+                    *b
+                }
+                (Some(a), None) => {
+                    i += 1;
+                    *a
+                }
+                (None, None) => return None,
+            };
+            Some(next)
+        })
+        .filter_map(move |(p, r)| {
+            let policy = self.config.policies.get(p as usize)?;
+            Some((policy, policy.rules.get(r as usize)?))
+        })
+    }
 
     /// Judge `op` for the caller (its index in `Config::principals`; None: unnamed or no identity).
     /// No policy: allowed. Otherwise the first rule (policy order) naming the caller and granting `op`.
     /// `GetAgentCard` is granted by any rule naming the caller.
     pub fn decide(&self, principal: Option<u32>, op: Operation) -> Verdict<'_> {
-        if self.policies.is_empty() {
+        if self.config.policies.is_empty() {
             return Verdict { allowed: true, matched: None };
         }
-        for policy in &self.policies {
-            if policy.rules.is_empty() {
-                return Verdict { allowed: true, matched: Some((&policy.name, "*")) };
-            }
-            for rule in &policy.rules {
-                if rule_names(rule, principal) && rule_grants(rule, op) {
-                    return Verdict { allowed: true, matched: Some((&policy.name, &rule.name)) };
-                }
-            }
+        let whole = self.whole_policy.and_then(|p| self.config.policies.get(p as usize));
+        let hit = self.candidates(principal).find(|(_, rule)| rule_grants(rule, op));
+        match (hit, whole) {
+            (Some((policy, rule)), _) => Verdict { allowed: true, matched: Some((&policy.name, &rule.name)) },
+            (None, Some(policy)) => Verdict { allowed: true, matched: Some((&policy.name, "*")) },
+            (None, None) => Verdict { allowed: false, matched: None },
         }
-        Verdict { allowed: false, matched: None }
     }
 
     /// The skills the caller sees in the card: the union over rules naming it (any rule without `skills`
     /// shows all).
     pub fn skills_for(&self, principal: Option<u32>) -> SkillView<'_> {
-        if self.policies.is_empty() || self.policies.iter().any(|p| p.rules.is_empty()) {
+        if self.config.policies.is_empty() || self.whole_policy.is_some() {
             return SkillView(None);
         }
         let mut out: Vec<&str> = Vec::new();
-        for rule in self.policies.iter().flat_map(|p| p.rules.iter()).filter(|r| rule_names(r, principal)) {
+        for (_, rule) in self.candidates(principal) {
             match &rule.skills {
                 None => return SkillView(None),
                 Some(list) => out.extend(list.iter().map(String::as_str)),
             }
         }
         SkillView(Some(out))
-    }
-}
-
-fn rule_names(rule: &AgentRule, principal: Option<u32>) -> bool {
-    match &rule.principals {
-        None => true,
-        Some(list) => principal.is_some_and(|p| list.contains(&p)),
     }
 }
 

@@ -186,7 +186,7 @@ struct CompiledBackend {
     paths: Vec<String>,
     tool_pins: HashMap<String, String>,
     elicitation_url_hosts: Vec<String>,
-    a2a: Option<crate::a2a::AgentConfig>,
+    a2a: Option<crate::a2a::Agent>,
 }
 
 /// A loaded, validated and indexed config, ready to decide.
@@ -268,7 +268,7 @@ impl Engine {
                 paths: backend.paths.clone(),
                 tool_pins,
                 elicitation_url_hosts: backend.elicitation_url_hosts.clone(),
-                a2a: backend.a2a.clone(),
+                a2a: backend.a2a.clone().map(crate::a2a::Agent::new),
             });
         }
         let backend_count = backends.len();
@@ -421,12 +421,12 @@ impl Engine {
             .is_some_and(|t| !t.policies.is_empty());
         let has_external = self.external_level(0).is_some()
             || backend_id.is_some_and(|id| self.external_level(1 + id).is_some());
-        let agent = backend_a2a(self, backend_id).is_some_and(crate::a2a::AgentConfig::has_policies);
+        let agent = backend_a2a(self, backend_id).is_some_and(crate::a2a::Agent::has_policies);
         gateway || backend || has_external || agent
     }
 
     /// The A2A agent a backend is, if it is one (its requests are read as A2A, not MCP).
-    pub fn a2a(&self, backend: Option<BackendId>) -> Option<&crate::a2a::AgentConfig> {
+    pub fn a2a(&self, backend: Option<BackendId>) -> Option<&crate::a2a::Agent> {
         backend_a2a(self, backend)
     }
 
@@ -865,6 +865,6 @@ fn compile_mcp(mcp: &McpMatch) -> CompiledMcp {
     CompiledMcp { base_protocol: mcp.base_protocol, methods }
 }
 
-fn backend_a2a(engine: &Engine, backend: Option<BackendId>) -> Option<&crate::a2a::AgentConfig> {
+fn backend_a2a(engine: &Engine, backend: Option<BackendId>) -> Option<&crate::a2a::Agent> {
     engine.backends.get(backend? as usize)?.a2a.as_ref()
 }

@@ -7,7 +7,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use grantwall_core::a2a::{
     classify_rest, filter_card, is_card_path, method_operation, parse_jsonrpc, push_url_allowed, response_task_ids,
-    rest_call, rest_denial, jsonrpc_denial, filter_task_list, AgentConfig, AgentPolicy, AgentRule, Binding, CardOutcome, Operation,
+    rest_call, rest_denial, jsonrpc_denial, filter_task_list, Agent, AgentConfig, AgentPolicy, AgentRule, Binding, CardOutcome, Operation,
     SignedCards, SkillView,
 };
 use serde_json::{json, Value};
@@ -184,8 +184,8 @@ fn push_urls_must_match_a_closed_prefix() {
     assert_eq!(bad.validate("backends[0].a2a", 0).unwrap_err().0, "backends[0].a2a.pushUrlPrefixes[0]");
 }
 
-fn agent() -> AgentConfig {
-    AgentConfig {
+fn agent() -> Agent {
+    Agent::new(AgentConfig {
         rpc_path: "/".into(),
         policies: vec![AgentPolicy {
             name: "agents/b-grants".into(),
@@ -197,10 +197,11 @@ fn agent() -> AgentConfig {
                     skills: Some(vec!["summarize".into()]),
                 },
                 AgentRule { name: "ops-all".into(), principals: Some(vec![2]), operations: None, skills: None },
+                AgentRule { name: "anyone-gets".into(), principals: None, operations: Some(vec![Operation::GetTask]), skills: Some(vec!["status".into()]) },
             ],
         }],
         ..AgentConfig::default()
-    }
+    })
 }
 
 #[test]
@@ -211,13 +212,25 @@ fn grants_are_default_deny_per_operation() {
     assert!(!a.decide(Some(0), Operation::CancelTask).allowed);
     assert!(a.decide(Some(0), Operation::GetAgentCard).allowed, "any grant implies the card");
     assert!(!a.decide(Some(1), Operation::SendMessage).allowed);
-    assert!(!a.decide(Some(1), Operation::GetAgentCard).allowed);
+    assert_eq!(a.decide(Some(1), Operation::GetTask).matched, Some(("agents/b-grants", "anyone-gets")));
     assert!(!a.decide(None, Operation::SendMessage).allowed);
+    assert!(a.decide(None, Operation::GetAgentCard).allowed, "a rule open to any caller shows the card");
     assert!(a.decide(Some(2), Operation::DeleteTaskPushNotificationConfig).allowed);
-    assert!(AgentConfig { rpc_path: "/".into(), ..AgentConfig::default() }.decide(None, Operation::CancelTask).allowed);
-    assert_eq!(a.skills_for(Some(0)), SkillView(Some(vec!["summarize"])));
+    assert!(Agent::new(AgentConfig { rpc_path: "/".into(), ..AgentConfig::default() }).decide(None, Operation::CancelTask).allowed);
+    assert_eq!(a.skills_for(Some(0)), SkillView(Some(vec!["summarize", "status"])));
     assert_eq!(a.skills_for(Some(2)), SkillView(None));
-    assert_eq!(a.skills_for(Some(1)), SkillView(Some(vec![])));
+    assert_eq!(a.skills_for(Some(1)), SkillView(Some(vec!["status"])));
+    // Only rules naming the caller (or open to all) are looked at, in policy order.
+    let closed = Agent::new(AgentConfig {
+        rpc_path: "/".into(),
+        policies: vec![AgentPolicy {
+            name: "p".into(),
+            rules: vec![AgentRule { name: "r".into(), principals: Some(vec![0]), operations: None, skills: None }],
+        }],
+        ..AgentConfig::default()
+    });
+    assert!(!closed.decide(Some(1), Operation::GetAgentCard).allowed);
+    assert!(!closed.decide(None, Operation::GetAgentCard).allowed);
 }
 
 fn card(signed: bool) -> Vec<u8> {

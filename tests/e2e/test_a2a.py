@@ -248,7 +248,9 @@ def test_card_is_filtered_per_caller(envoy, pki, client_cert, received):
     bob = Caller(envoy, pki, client_cert("bob"))
     carol = Caller(envoy, pki, client_cert("carol"))
     for path in ["/.well-known/agent-card.json", "/.well-known/agent.json"]:
-        card = alice.http.get(envoy.url(path)).json()
+        r = alice.http.get(envoy.url(path))
+        card = r.json()
+        assert "etag" not in r.headers and r.headers["cache-control"] == "private, no-store"
         assert [s["id"] for s in card["skills"]] == ["echo"]
         assert {i["url"] for i in card["supportedInterfaces"]} == {"https://gateway.example/agents/b/"}
         assert [s["id"] for s in bob.http.get(envoy.url(path)).json()["skills"]] == ["echo", "admin-reset"]

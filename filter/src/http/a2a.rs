@@ -54,7 +54,7 @@ impl GrantwallHttp {
             return Err(refusal(415, -32600, "a2a-grpc-refused", "A2A over gRPC is not inspected by Grantwall: use JSON-RPC or HTTP+JSON"));
         }
         let path_only = captured.path.split(['?', '#']).next().unwrap_or("");
-        let pending = if captured.method == "POST" && path_only == agent.rpc_path {
+        let pending = if captured.method == "POST" && path_only == agent.config.rpc_path {
             Pending::Rpc
         } else if captured.method == "GET" && a2a::is_card_path(&captured.path) {
             Pending::Card
@@ -137,13 +137,13 @@ impl GrantwallHttp {
         let verdict = agent.decide(principal, call.op);
         let refusal = if !gateway.allowed || !verdict.allowed {
             Some("default-deny")
-        } else if call.push_urls.iter().any(|u| !a2a::push_url_allowed(u, &agent.push_url_prefixes)) {
+        } else if call.push_urls.iter().any(|u| !a2a::push_url_allowed(u, &agent.config.push_url_prefixes)) {
             Some("push-url-refused")
         } else {
             self.a2a_task_refusal(captured, call)
         };
         if let Some(reason) = refusal {
-            let detail = call.push_urls.iter().find(|u| !a2a::push_url_allowed(u, &agent.push_url_prefixes)).map(String::as_str);
+            let detail = call.push_urls.iter().find(|u| !a2a::push_url_allowed(u, &agent.config.push_url_prefixes)).map(String::as_str);
             let detail = detail.filter(|_| reason == "push-url-refused").unwrap_or(call.protocol());
             self.a2a_deny(captured, call.binding, call.id.as_deref(), Some(call.op), reason, Some(detail));
             return Action::Pause;
@@ -232,6 +232,10 @@ impl GrantwallHttp {
                         let _ = host::set_response_header("content-type", "application/json");
                     }
                     let _ = host::remove_response_header("content-encoding");
+                    // The body differs per caller: no shared caching, and no server ETag a client could
+                    // revalidate into another caller's view.
+                    let _ = host::remove_response_header("etag");
+                    let _ = host::set_response_header("cache-control", "private, no-store");
                 } else {
                     self.a2a_watch = None;
                 }
@@ -323,7 +327,7 @@ impl GrantwallHttp {
             Err("the card is larger than the limit".to_string())
         } else {
             match host::response_body(body_size) {
-                Ok(body) => a2a::filter_card(&body, &view, agent.public_url.as_deref(), agent.signed_cards),
+                Ok(body) => a2a::filter_card(&body, &view, agent.config.public_url.as_deref(), agent.config.signed_cards),
                 Err(_) => Err("response body unavailable".to_string()),
             }
         };
