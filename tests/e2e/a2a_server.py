@@ -2,7 +2,7 @@
 tests/e2e/test_a2a.py. Every request that reaches it is logged as one JSON line (method, path, body), so
 tests assert on what the agent actually received. `--compat` serves the A2A 0.3 names and `/v1` routes too.
 
-    python a2a_server.py --port 0 --port-file PORT --log requests.jsonl [--compat]
+    python a2a_server.py --port 0 --port-file PORT --log requests.jsonl [--compat] [--signed]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from a2a.types import AgentCapabilities, AgentCard, AgentCardSignature, AgentInterface, AgentSkill
 
 
 class EchoAgent(AgentExecutor):
@@ -42,9 +42,12 @@ class EchoAgent(AgentExecutor):
         await updater.cancel()
 
 
-def card(port: int) -> AgentCard:
+def card(port: int, signed: bool = False) -> AgentCard:
     base = f"http://127.0.0.1:{port}"
+    # A JWS-shaped signature: Grantwall never verifies it, it only must not emit an altered signed card.
+    signatures = [AgentCardSignature(protected="eyJhbGciOiJFUzI1NiJ9", signature="c2lnbmVk")] if signed else []
     return AgentCard(
+        signatures=signatures,
         name="agent-b",
         description="Echo agent behind Grantwall",
         version="1.0.0",
@@ -100,11 +103,12 @@ def main() -> None:
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--compat", action="store_true", help="also serve A2A 0.3 (names and /v1 routes)")
+    ap.add_argument("--signed", action="store_true", help="serve a card carrying a signature")
     args = ap.parse_args()
     sock = socket.socket()
     sock.bind(("127.0.0.1", args.port))
     port = sock.getsockname()[1]
-    agent_card = card(port)
+    agent_card = card(port, signed=args.signed)
     handler = DefaultRequestHandler(agent_executor=EchoAgent(), task_store=InMemoryTaskStore(), agent_card=agent_card)
     routes = [Route("/healthz", lambda _r: PlainTextResponse("ok"))]
     routes += create_agent_card_routes(agent_card)

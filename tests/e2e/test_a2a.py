@@ -265,6 +265,24 @@ def test_card_is_filtered_per_caller(envoy, pki, client_cert, received):
     assert [s.id for s in resolved.skills] == ["echo"]
 
 
+def test_signed_cards_are_never_emitted_altered(start_envoy, compile_policy, agent_b, e2e_dir, pki, client_cert):
+    if not agent_b.compat:
+        pytest.skip("one run is enough: card handling does not depend on the 0.3 layer")
+    signed_agent = start_a2a_server(e2e_dir / "a2a-b-signed", signed=True)
+    try:
+        envoy = start_envoy(compile_policy(POLICY), upstream=signed_agent, replace=False)
+        alice = Caller(envoy, pki, client_cert("alice"))
+        r = alice.http.get(envoy.url("/.well-known/agent-card.json"))
+        body = r.json()
+        # Filtering would drop a skill and rewrite the URL, which breaks the signature: refused, not altered.
+        assert "skills" not in body and body["error"]["details"][0]["reason"] == "card-signed-refused", body
+        envoy.wait_access_log(lambda e: e.get("path") == "/.well-known/agent-card.json")
+        reasons = [a.get("reason") for a in envoy.audits() if a]
+        assert "card-signed-refused" in reasons
+    finally:
+        signed_agent.stop()
+
+
 def test_unrecognised_requests_and_grpc_are_refused(envoy, pki, client_cert, received):
     alice = Caller(envoy, pki, client_cert("alice"))
     for method, path in [("GET", "/admin"), ("POST", "/message%3Asend"), ("GET", "/tasks/x/"), ("PUT", "/tasks/x")]:
