@@ -414,7 +414,7 @@ impl Engine {
 
     /// Whether any policy applies to a request for this backend; if not, it is allowed without inspection.
     pub fn has_policies(&self, backend: Option<BackendId>) -> bool {
-        let agent = backend_a2a(self, backend).is_some_and(crate::a2a::Agent::has_policies);
+        let backend_id = backend;
         let gateway = self.targets.first().is_some_and(|t| !t.policies.is_empty());
         let backend = backend
             .and_then(|id| self.targets.get(1 + id as usize))
