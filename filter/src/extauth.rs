@@ -10,7 +10,6 @@ use grantwall_core::extauth::{self, CheckInput, ExtAuthProtocol, HeaderMutation,
 use grantwall_core::mcp::McpOp;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ptr::null_mut;
 use std::time::Duration;
 
 /// Most answers remembered per worker (each Envoy worker has its own VM, so its own cache).
@@ -40,28 +39,6 @@ fn cache_put(key: String, ttl_ms: u32, verdict: &Verdict) {
     });
 }
 
-const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
-const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
-const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
-const BUFFER_GRPC_RECEIVE: u32 = 5;
-const STREAM_HTTP_REQUEST: u32 = 0;
-const STATUS_OK: u32 = 0;
-const STATUS_NOT_FOUND: u32 = 1;
-
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
-    fn proxy_get_buffer_bytes(
-        buffer_type: u32,
-        start: usize,
-        max_size: usize,
-        return_buffer_data: *mut *mut u8,
-        return_buffer_size: *mut usize,
-    ) -> u32;
-    fn proxy_replace_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
-    fn proxy_add_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
-    fn proxy_continue_stream(stream_type: u32) -> u32;
-}
 
 /// Everything a check needs, owned: the request outlives the callback that started it.
 pub struct Snapshot {
@@ -275,7 +252,7 @@ pub fn http_verdict(engine: &Engine, pending: &Pending, body_size: usize) -> Ver
         Err(_) => return Verdict::Error("answer headers unreadable".into()),
     };
     let status = headers.iter().find(|(k, _)| k == ":status").map(|(_, v)| v.as_str());
-    let body = match buffer(BUFFER_HTTP_CALL_RESPONSE_BODY, body_size) {
+    let body = match answer_bytes(body_size, host::http_call_response_body) {
         Ok(b) => b,
         Err(_) => return Verdict::Error("answer body unreadable".into()),
     };
@@ -286,25 +263,24 @@ pub fn grpc_verdict(status: u32, size: usize) -> Verdict {
     if status != 0 {
         return extauth::grpc_verdict(status, &[]);
     }
-    match buffer(BUFFER_GRPC_RECEIVE, size) {
+    match answer_bytes(size, host::grpc_receive_buffer) {
         Ok(message) => extauth::grpc_verdict(0, &message),
         Err(_) => Verdict::Error("answer unreadable".into()),
     }
 }
 
+/// An answer's body: nothing to ask the host for when it is empty.
+fn answer_bytes(size: usize, read: fn(usize) -> Result<Option<Vec<u8>>, HostError>) -> Result<Vec<u8>, HostError> {
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    read(size).map(Option::unwrap_or_default)
+}
+
 /// The answer's headers as UTF-8 pairs; a non-UTF-8 header makes the whole answer unreadable.
 fn call_response_headers() -> Result<Vec<(String, String)>, HostError> {
-    let (mut data, mut size) = (null_mut(), 0usize);
-    // SAFETY: pointers are valid for the call; the host fills them from our allocator.
-    let status = unsafe { proxy_get_header_map_pairs(MAP_HTTP_CALL_RESPONSE_HEADERS, &mut data, &mut size) };
-    let raw = match status {
-        // SAFETY: on OK the host hands over a buffer of `size` bytes allocated by our allocator.
-        STATUS_OK if !data.is_null() => unsafe { Vec::from_raw_parts(data, size, size) },
-        STATUS_OK | STATUS_NOT_FOUND => return Ok(Vec::new()),
-        other => return Err(HostError(other)),
-    };
-    let map = host::decode_header_pairs(raw).ok_or(HostError(u32::MAX))?;
-    map.pairs()
+    host::http_call_response_headers()?
+        .pairs()
         .map(|(k, v)| match (std::str::from_utf8(k), std::str::from_utf8(v)) {
             (Ok(k), Ok(v)) => Ok((k.to_ascii_lowercase(), v.to_owned())),
             _ => Err(HostError(u32::MAX)),
@@ -312,45 +288,14 @@ fn call_response_headers() -> Result<Vec<(String, String)>, HostError> {
         .collect()
 }
 
-fn buffer(kind: u32, size: usize) -> Result<Vec<u8>, HostError> {
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    let (mut data, mut len) = (null_mut(), 0usize);
-    // SAFETY: as above.
-    let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };
-    match status {
-        // SAFETY: as above.
-        STATUS_OK if !data.is_null() => Ok(unsafe { Vec::from_raw_parts(data, len, len) }),
-        STATUS_OK | STATUS_NOT_FOUND => Ok(Vec::new()),
-        other => Err(HostError(other)),
-    }
-}
-
 /// Set (or add) the allowed headers on the held request, then let it continue.
 pub fn apply_and_resume(mutations: &[HeaderMutation]) -> Result<(), HostError> {
     for m in mutations {
-        // SAFETY: all buffers live for the call.
-        let status = unsafe {
-            if m.append {
-                proxy_add_header_map_value(MAP_HTTP_REQUEST_HEADERS, m.name.as_ptr(), m.name.len(), m.value.as_ptr(), m.value.len())
-            } else {
-                proxy_replace_header_map_value(MAP_HTTP_REQUEST_HEADERS, m.name.as_ptr(), m.name.len(), m.value.as_ptr(), m.value.len())
-            }
-        };
-        if status != STATUS_OK {
-            return Err(HostError(status));
+        if m.append {
+            host::add_request_header(&m.name, &m.value)?;
+        } else {
+            host::set_request_header(&m.name, &m.value)?;
         }
     }
-    resume()
-}
-
-pub fn resume() -> Result<(), HostError> {
-    // SAFETY: plain value.
-    let status = unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) };
-    if status == STATUS_OK {
-        Ok(())
-    } else {
-        Err(HostError(status))
-    }
+    host::continue_request()
 }

@@ -17,6 +17,10 @@ const MAP_HTTP_REQUEST_HEADERS: u32 = 0;
 const MAP_HTTP_RESPONSE_HEADERS: u32 = 2;
 const BUFFER_HTTP_REQUEST_BODY: u32 = 0;
 const BUFFER_HTTP_RESPONSE_BODY: u32 = 1;
+const BUFFER_HTTP_CALL_RESPONSE_BODY: u32 = 4;
+const BUFFER_GRPC_RECEIVE: u32 = 5;
+const MAP_HTTP_CALL_RESPONSE_HEADERS: u32 = 6;
+const STREAM_HTTP_REQUEST: u32 = 0;
 const METRIC_COUNTER: u32 = 0;
 
 /// A host call returned a status we cannot act on.
@@ -59,6 +63,8 @@ extern "C" {
     ) -> u32;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_replace_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_add_header_map_value(map_type: u32, key_data: *const u8, key_size: usize, value_data: *const u8, value_size: usize) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
     fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, buffer_data: *const u8, buffer_size: usize) -> u32;
     fn proxy_get_shared_data(
@@ -123,20 +129,24 @@ impl HeaderMap {
 
 /// All request headers (pseudo-headers included), one host call.
 pub fn request_headers() -> Result<HeaderMap, HostError> {
+    header_map(MAP_HTTP_REQUEST_HEADERS)
+}
+
+/// The headers of the answer to our own HTTP call-out (ext_authz), one host call.
+pub fn http_call_response_headers() -> Result<HeaderMap, HostError> {
+    header_map(MAP_HTTP_CALL_RESPONSE_HEADERS)
+}
+
+fn header_map(map_type: u32) -> Result<HeaderMap, HostError> {
     let (mut data, mut size) = (null_mut(), 0usize);
     // SAFETY: pointers are valid for the call; the host fills data/size from its allocator.
-    let status = unsafe { proxy_get_header_map_pairs(MAP_HTTP_REQUEST_HEADERS, &mut data, &mut size) };
+    let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
     match status {
         // SAFETY: on OK the host hands us a buffer from our allocator.
         STATUS_OK => decode_pairs(unsafe { take_host_buffer(data, size) }).ok_or(HostError(MALFORMED)),
         STATUS_NOT_FOUND => Ok(HeaderMap { raw: Vec::new(), entries: Vec::new() }),
         other => Err(HostError(other)),
     }
-}
-
-/// A pairs buffer from another map (the ext_authz call's answer headers).
-pub fn decode_header_pairs(raw: Vec<u8>) -> Option<HeaderMap> {
-    decode_pairs(raw)
 }
 
 /// Proxy-Wasm pairs encoding: count, then (name len, value len) per pair, then each name and value NUL-terminated.
@@ -193,6 +203,19 @@ pub fn set_request_header(name: &str, value: &str) -> Result<(), HostError> {
         proxy_replace_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len())
     };
     ok(rc)
+}
+
+/// Add a request header value (keeping any already there).
+pub fn add_request_header(name: &str, value: &str) -> Result<(), HostError> {
+    // SAFETY: buffers live for the call.
+    let rc = unsafe { proxy_add_header_map_value(MAP_HTTP_REQUEST_HEADERS, name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+    ok(rc)
+}
+
+/// Let a request held in an earlier callback continue (from the answer to a call-out).
+pub fn continue_request() -> Result<(), HostError> {
+    // SAFETY: plain value.
+    ok(unsafe { proxy_continue_stream(STREAM_HTTP_REQUEST) })
 }
 
 /// Remove a response header (absent is fine).
@@ -316,9 +339,23 @@ pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), HostError> {
 
 /// The buffered request body (the first `size` bytes).
 pub fn request_body(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    buffer_bytes(BUFFER_HTTP_REQUEST_BODY, size)
+}
+
+/// The body of the answer to our own HTTP call-out (the first `size` bytes).
+pub fn http_call_response_body(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    buffer_bytes(BUFFER_HTTP_CALL_RESPONSE_BODY, size)
+}
+
+/// The message of the answer to our own gRPC call-out (the first `size` bytes).
+pub fn grpc_receive_buffer(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    buffer_bytes(BUFFER_GRPC_RECEIVE, size)
+}
+
+fn buffer_bytes(kind: u32, size: usize) -> Result<Option<Vec<u8>>, HostError> {
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: as above.
-    let status = unsafe { proxy_get_buffer_bytes(BUFFER_HTTP_REQUEST_BODY, 0, size, &mut data, &mut len) };
+    let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };
     match status {
         // SAFETY: as above.
         STATUS_OK if !data.is_null() => Ok(Some(unsafe { take_host_buffer(data, len) })),
