@@ -599,26 +599,7 @@ impl Agent {
         let named: &[(u32, u32)] = principal.and_then(|p| self.by_principal.get(&p)).map_or(&[], Vec::as_slice);
         let open = self.open.as_slice();
         // Both lists are built in policy order: merge them without allocating.
-        let (mut i, mut j) = (0, 0);
-        std::iter::from_fn(move || {
-            let next = match (named.get(i), open.get(j)) {
-                (Some(a), Some(b)) if a <= b => {
-                    i += 1;
-                    *a
-                }
-                (_, Some(b)) => {
-                    j += 1;
-                    *b
-                }
-                (Some(a), None) => {
-                    i += 1;
-                    *a
-                }
-                (None, None) => return None,
-            };
-            Some(next)
-        })
-        .filter_map(move |(p, r)| {
+        crate::sorted::merged(named, open).filter_map(move |(p, r)| {
             let policy = self.config.policies.get(p as usize)?;
             Some((policy, policy.rules.get(r as usize)?))
         })

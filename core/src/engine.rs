@@ -538,23 +538,7 @@ fn evaluate<'e>(target: &'e CompiledTarget, principal: Option<u32>, ctx: &mut Ru
     let named: &[RuleRef] = principal.and_then(|p| target.by_principal.get(&p)).map(Vec::as_slice).unwrap_or(&[]);
     let open = target.open_to_all.as_slice();
     // Both lists are sorted; walk them merged so the first match in policy order is reported.
-    let (mut i, mut j) = (0, 0);
-    loop {
-        let next = match (named.get(i), open.get(j)) {
-            (Some(a), Some(b)) if a <= b => {
-                i += 1;
-                *a
-            }
-            (_, Some(b)) => {
-                j += 1;
-                *b
-            }
-            (Some(a), None) => {
-                i += 1;
-                *a
-            }
-            (None, None) => return LevelOutcome::DefaultDeny,
-        };
+    for next in crate::sorted::merged(named, open) {
         let Some(policy) = target.policies.get(next.policy as usize) else { continue };
         if next.rule == WHOLE_POLICY {
             return LevelOutcome::Matched { policy: &policy.name, rule: "*" };
@@ -564,6 +548,7 @@ fn evaluate<'e>(target: &'e CompiledTarget, principal: Option<u32>, ctx: &mut Ru
             return LevelOutcome::Matched { policy: &policy.name, rule: &rule.name };
         }
     }
+    LevelOutcome::DefaultDeny
 }
 
 fn rule_matches(rule: &CompiledRule, req: &Request<'_>, op: Option<&McpOp<'_>>) -> bool {

@@ -21,4 +21,5 @@ pub mod respond;
 pub mod session;
 pub mod sidechannel;
 pub mod sse;
+mod sorted;
 pub mod strict;
