@@ -124,7 +124,7 @@ pub fn read_policy(obj: &Object, ctx: &policy::Context<'_>, diags: &mut Diags) -
         let principal = match r.get("source") {
             None => None,
             Some(v) => match serde_json::from_value::<Source>(v.clone()) {
-                Ok(source) => policy::source_principal(Some(&source), &obj.namespace, ctx, &at.field("source"), &loc, diags),
+                Ok(source) => policy::principal(Some(&source), &obj.namespace, ctx, &at.field("source"), &loc, diags),
                 Err(e) => {
                     diags.error(&loc, at.field("source").as_str(), e.to_string());
                     None

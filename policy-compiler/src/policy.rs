@@ -249,19 +249,8 @@ pub(crate) fn targets(
     out
 }
 
-/// The principal a source names, for Grantwall's own kinds that share KAN's source types (GrantwallA2APolicy).
-pub fn source_principal(
-    source: Option<&Source>,
-    policy_ns: &str,
-    ctx: &Context<'_>,
-    path: &FieldPath,
-    loc: &Loc,
-    diags: &mut Diags,
-) -> Option<String> {
-    principal(source, policy_ns, ctx, path, loc, diags)
-}
-
-/// The SPIFFE ID a source names; `None` for "any caller" (no source) or after an error.
+/// The SPIFFE ID (or `oidc://` principal) a source names; `None` for "any caller" (no source) or after an
+/// error. Grantwall's own kinds that share KAN's source types call it too.
 pub fn principal(
     source: Option<&Source>,
     policy_ns: &str,
