@@ -842,6 +842,22 @@ pub fn rest_error_body(code: u32, status: &str, message: &str, reason: &str) -> 
     .into_bytes()
 }
 
+/// The reply to an A2A call over a rate limit or fan-out cap: HTTP 429 in either binding (A2A clients keep
+/// their connection on a 429, unlike MCP's; the caller adds `Retry-After`). JSON-RPC carries the same
+/// error object as an MCP rate limit; REST a `RESOURCE_EXHAUSTED` status.
+pub fn over_limit_denial(binding: Binding, id: Option<&str>, refused: &crate::limits::Refused<'_>) -> (u32, Vec<u8>) {
+    match binding {
+        Binding::JsonRpc => {
+            let reply = crate::limits::over_limit_reply(crate::config::DenialStyle::Http, Some(id.unwrap_or("null")), None, None, refused);
+            (429, reply.body.into_bytes())
+        }
+        Binding::Rest | Binding::Card => {
+            let message = format!("{} (limit {}); retry after {} s", crate::limits::RATE_LIMITED_MESSAGE, refused.rule, refused.retry_after_secs);
+            (429, rest_error_body(429, "RESOURCE_EXHAUSTED", &message, refused.reason))
+        }
+    }
+}
+
 /// A JSON-RPC denial in A2A's conventions: a foreign or unknown task is `TaskNotFoundError` (-32001, so a
 /// task's existence is not revealed), an unknown method -32601, anything else KAN's 403.
 pub fn jsonrpc_denial(id: Option<&str>, reason: &str) -> Vec<u8> {

@@ -146,6 +146,9 @@ pub struct CheckInput<'a> {
     pub op: Option<&'a McpOp<'a>>,
     /// Raw JSON-RPC id of the request.
     pub id: Option<&'a str>,
+    /// Context of traffic that is not MCP, sent like the MCP context: (`a2a-operation`, `SendMessage`),
+    /// (`llm-api`, `chat/completions`), (`llm-model`, `gpt-4o`).
+    pub protocol: &'a [(&'static str, String)],
 }
 
 /// An HTTP check: headers (pseudo-headers first) and body for `dispatch_http_call`.
@@ -215,8 +218,8 @@ fn forwarded_body<'b>(ea: &ExternalAuth, body: &'b [u8]) -> Option<(&'b str, boo
     Some((text.get(..cut).unwrap_or(""), true))
 }
 
-/// The MCP context every check carries: (name, value) with the `x-grantwall-` / `grantwall.` names
-/// documented in docs/extauth.md. Arguments are compact JSON.
+/// The MCP context every check carries, then the A2A/LLM context: (name, value) with the `x-grantwall-` /
+/// `grantwall.` names documented in docs/extauth.md. Arguments are compact JSON.
 fn mcp_context(input: &CheckInput<'_>) -> Vec<(&'static str, Cow<'static, str>)> {
     let mut out: Vec<(&'static str, Cow<'static, str>)> = Vec::new();
     if let Some(p) = input.principal {
@@ -234,6 +237,7 @@ fn mcp_context(input: &CheckInput<'_>) -> Vec<(&'static str, Cow<'static, str>)>
             out.push(("mcp-arguments", Cow::Owned(args)));
         }
     }
+    out.extend(input.protocol.iter().map(|(name, value)| (*name, Cow::Owned(value.clone()))));
     out
 }
 

@@ -294,6 +294,28 @@ fn denials_follow_a2a_conventions() {
 }
 
 #[test]
+fn over_limit_is_429_in_either_binding() {
+    let refused = grantwall_core::limits::Refused { reason: "rate-limited", rule: "limits/agents.per-caller", retry_after_secs: 7 };
+    let (status, body) = grantwall_core::a2a::over_limit_denial(Binding::JsonRpc, Some("\"r1\""), &refused);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 429);
+    assert_eq!((v["id"].as_str(), v["error"]["code"].as_i64()), (Some("r1"), Some(429)));
+    assert_eq!(v["error"]["data"], json!({"reason": "rate-limited", "retryAfterSeconds": 7, "limit": "limits/agents.per-caller"}));
+    // No id could be read (a REST call, a notification): JSON null, still well-formed.
+    let (_, body) = grantwall_core::a2a::over_limit_denial(Binding::JsonRpc, None, &refused);
+    assert!(serde_json::from_slice::<Value>(&body).unwrap()["id"].is_null());
+    for binding in [Binding::Rest, Binding::Card] {
+        let fan_out = grantwall_core::limits::Refused { reason: "fan-out-exceeded", ..refused };
+        let (status, body) = grantwall_core::a2a::over_limit_denial(binding, None, &fan_out);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((status, v["error"]["code"].as_u64()), (429, Some(429)));
+        assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert_eq!(v["error"]["details"][0]["reason"], "fan-out-exceeded");
+        assert!(v["error"]["message"].as_str().unwrap().contains("retry after 7 s"), "{v}");
+    }
+}
+
+#[test]
 fn task_lists_keep_only_the_callers_tasks() {
     let body = br#"{"jsonrpc":"2.0","id":1,"result":{"tasks":[{"id":"mine"},{"id":"theirs"}],"totalSize":2,"nextPageToken":""}}"#;
     let (out, kept, dropped) = filter_task_list(body, &mut |id| id == "mine").unwrap().unwrap();

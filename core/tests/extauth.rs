@@ -115,6 +115,7 @@ fn input<'a>(headers: &'a [(String, String)], body: &'a [u8], op: Option<&'a Mcp
         backend: Some("tools/mcp"),
         op,
         id: Some("7"),
+        protocol: &[],
     }
 }
 
@@ -194,6 +195,25 @@ fn grpc_check_is_a_check_request_with_mcp_metadata() {
     let Some(pb::value::Kind::StructValue(params)) = &mcp.fields["params"].kind else { panic!() };
     assert_eq!(params.fields["name"], pb::Value::string("get-sum"));
     assert_eq!(params.fields["arguments"], pb::Value::from_json(&json!({"a": 1, "b": "é"})));
+}
+
+#[test]
+fn a2a_and_llm_context_reaches_the_service_both_ways() {
+    let h = headers();
+    let protocol = [("a2a-operation", "SendMessage".to_owned()), ("llm-model", "gpt-4o\r\nx-evil: 1".to_owned())];
+    let check_input = CheckInput { op: None, protocol: &protocol, ..input(&h, b"{}", None) };
+    let check = extauth::http_check(&service(ExtAuthProtocol::Http), &check_input);
+    let get = |n: &str| check.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(get("x-grantwall-a2a-operation"), Some("SendMessage"));
+    // A model name is caller-chosen: it cannot inject a header.
+    assert_eq!(get("x-grantwall-llm-model"), Some("gpt-4o%0D%0Ax-evil: 1"));
+    assert_eq!(get("x-grantwall-mcp-method"), None);
+    let bytes = extauth::grpc_check(&service(ExtAuthProtocol::Grpc), &check_input);
+    let attrs = pb::CheckRequest::decode(bytes.as_slice()).unwrap().attributes.unwrap();
+    let ext = |n: &str| attrs.context_extensions.get(n).map(String::as_str);
+    assert_eq!(ext("grantwall.a2a-operation"), Some("SendMessage"));
+    assert_eq!(ext("grantwall.llm-model"), Some("gpt-4o\r\nx-evil: 1"));
+    assert_eq!(ext("grantwall.identity"), Some(ALICE));
 }
 
 #[test]

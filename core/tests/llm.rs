@@ -249,6 +249,21 @@ fn usage_from_sse_events() {
 }
 
 #[test]
+fn gateway_wide_refusals_in_each_api() {
+    let cases = [
+        (Refusal::RateLimited, 429, "rate-limited", "rate_limit_exceeded", "rate_limit_error"),
+        (Refusal::IdentityExhausted, 403, "identity-exhausted", "identity_exhausted", "permission_error"),
+    ];
+    for (refusal, status, reason, openai_code, anthropic_type) in cases {
+        assert_eq!((refusal.status(), refusal.reason()), (status, reason));
+        let openai: Value = serde_json::from_str(&error_body(Some(Api::Responses), refusal, "why")).unwrap();
+        assert_eq!((openai["error"]["code"].as_str(), openai["error"]["message"].as_str()), (Some(openai_code), Some("why")));
+        let anthropic: Value = serde_json::from_str(&error_body(Some(Api::AnthropicMessages), refusal, "why")).unwrap();
+        assert_eq!((anthropic["type"].as_str(), anthropic["error"]["type"].as_str()), (Some("error"), Some(anthropic_type)));
+    }
+}
+
+#[test]
 fn error_bodies_follow_each_api() {
     let body: Value = serde_json::from_str(&error_body(Some(Api::ChatCompletions), Refusal::ModelDenied, "no \"gpt-5\"")).unwrap();
     assert_eq!(body["error"]["code"], "model_not_allowed");

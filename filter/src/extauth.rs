@@ -56,6 +56,11 @@ pub struct Snapshot {
     pub op_base: bool,
     /// Raw JSON-RPC id.
     pub id: Option<String>,
+    /// Context of A2A and LLM requests (`CheckInput::protocol`), and the shape their refusal takes.
+    pub protocol: Vec<(&'static str, String)>,
+    pub speaks: crate::http::Speaks,
+    /// The model of an LLM request, for the audit record.
+    pub model: Option<String>,
     /// For the audit record: how the caller was identified, and the Allow rule that matched.
     pub identity_source: Option<&'static str>,
     pub allow_level: Option<&'static str>,
@@ -89,6 +94,7 @@ impl Snapshot {
             backend: self.backend.as_deref(),
             op: op.as_ref(),
             id: self.id.as_deref(),
+            protocol: &self.protocol,
         };
         f(&input)
     }

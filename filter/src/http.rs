@@ -84,6 +84,25 @@ struct Captured {
     a2a: Option<a2a::Pending>,
 }
 
+/// The protocol a request spoke. A refusal by a gateway-wide check (rate limit, fan-out cap, ephemeral
+/// budget, ExternalAuth) is answered in its shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Speaks {
+    Mcp,
+    A2a(grantwall_core::a2a::Binding),
+    Llm(grantwall_core::llm::Api),
+}
+
+/// What an external check is told about a request beyond its HTTP parts.
+struct ExternalAsk<'a> {
+    op: Option<&'a McpOp<'a>>,
+    /// Raw JSON-RPC id.
+    id: Option<&'a str>,
+    speaks: Speaks,
+    /// A2A and LLM context (`CheckInput::protocol`).
+    protocol: Vec<(&'static str, String)>,
+}
+
 /// A refusal before the engine could decide (bad input, host failure).
 struct Refusal {
     status: u32,
@@ -349,13 +368,11 @@ impl GrantwallHttp {
                 .or_else(|| self.budget_refusal(captured));
             match refusal {
                 None => {
-                    if let Some(action) = self.enforce_limits(captured, op, id, &mut record) {
+                    if let Some(action) = self.enforce_limits(captured, op, id, &mut record, Speaks::Mcp) {
                         return action;
                     }
-                    let levels = engine.external_checks(&request, op);
-                    if levels.iter().any(Option::is_some) {
-                        let wants_body = levels.iter().flatten().filter_map(|l| engine.external_level(*l)).any(|ea| ea.forward_body_max_bytes.is_some());
-                        let snapshot = self.extauth_snapshot(captured, op, id, &record, wants_body);
+                    let ask = ExternalAsk { op, id, speaks: Speaks::Mcp, protocol: Vec::new() };
+                    if let Some((levels, snapshot)) = self.external_checks(captured, &request, &record, ask) {
                         let step = crate::extauth::start(&engine, levels, snapshot);
                         return self.extauth_resolve(step, false);
                     }
@@ -642,7 +659,7 @@ impl HttpContext for GrantwallHttp {
 impl GrantwallHttp {
     /// Rate limits and fan-out caps of an allowed request (limits.rs), and the headers published for
     /// Envoy's global rate limiting. Some(action) when the request is refused (reply sent, audit written).
-    fn enforce_limits<'a>(&'a self, c: &'a Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &mut AuditRecord<'a>) -> Option<Action> {
+    fn enforce_limits<'a>(&'a self, c: &'a Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &mut AuditRecord<'a>, speaks: Speaks) -> Option<Action> {
         let limits = self.engine.limits();
         if !limits.publish_headers() && !limits.applies(c.backend) {
             return None;
@@ -662,9 +679,22 @@ impl GrantwallHttp {
             Ok(refused) => {
                 record.reason = refused.reason;
                 record.detail = Some(refused.rule);
-                let tool = op.filter(|o| o.name == "tools/call").and_then(|o| o.target);
-                let style = self.engine.settings().denial;
-                let reply = grantwall_core::limits::over_limit_reply(style, id, op.map(|o| o.name), tool, &refused);
+                let reply = match speaks {
+                    Speaks::Mcp => {
+                        let tool = op.filter(|o| o.name == "tools/call").and_then(|o| o.target);
+                        let style = self.engine.settings().denial;
+                        grantwall_core::limits::over_limit_reply(style, id, op.map(|o| o.name), tool, &refused)
+                    }
+                    Speaks::A2a(binding) => {
+                        let (status, body) = grantwall_core::a2a::over_limit_denial(binding, id, &refused);
+                        Reply { status, body: String::from_utf8_lossy(&body).into_owned() }
+                    }
+                    Speaks::Llm(api) => {
+                        let refusal = grantwall_core::llm::reply::Refusal::RateLimited;
+                        let why = format!("{} (limit {}); retry after {} s", refused.reason, refused.rule, refused.retry_after_secs);
+                        Reply { status: refusal.status(), body: grantwall_core::llm::reply::error_body(Some(api), refusal, &why) }
+                    }
+                };
                 (reply, Some(refused.retry_after_secs.to_string()))
             }
             Err(why) => {
@@ -685,6 +715,68 @@ impl GrantwallHttp {
         Some(Action::Pause)
     }
 
+    /// An allowed A2A or LLM request meets the checks that apply to all traffic through the gateway, as
+    /// MCP requests do: the context budget (`size`: the body, when there is one), an ephemeral identity's
+    /// request budget, then rate limits and fan-out caps (which set the stream's fan-out lease).
+    /// Some(action): refused, reply sent and audited. ExternalAuth is asked after this (`external_checks`),
+    /// once the caller has set up its response watch.
+    fn gateway_admission(&self, c: &Captured, speaks: Speaks, op_label: &str, id: Option<&str>, model: Option<&str>, size: Option<usize>) -> Option<Action> {
+        let subject = subject_of(&self.engine, c, None);
+        let over = size.and_then(|size| {
+            let (limit, rule) = self.engine.limits().context_budget(&subject)?;
+            (size > limit as usize).then_some((size, limit, rule))
+        });
+        if let Some((size, limit, rule)) = over {
+            let mut record = self.base_record(c, Some(op_label), None);
+            record.decision = "deny";
+            record.reason = "context-budget-exceeded";
+            record.detail = Some(rule);
+            record.model = model;
+            self.emit(&record);
+            let message = format!("request body of {size} bytes exceeds the context budget of {limit} bytes");
+            let reply = match speaks {
+                Speaks::Mcp | Speaks::A2a(grantwall_core::a2a::Binding::JsonRpc) => grantwall_core::limits::over_budget_reply(id, size, limit, rule),
+                Speaks::A2a(_) => {
+                    let body = grantwall_core::a2a::rest_error_body(413, "INVALID_ARGUMENT", &message, "context-budget-exceeded");
+                    Reply { status: 413, body: String::from_utf8_lossy(&body).into_owned() }
+                }
+                Speaks::Llm(api) => {
+                    Reply { status: 413, body: grantwall_core::llm::reply::error_body(Some(api), grantwall_core::llm::reply::Refusal::InvalidBody, &message) }
+                }
+            };
+            self.reply(&reply, None);
+            return Some(Action::Pause);
+        }
+        if let Some(why) = self.budget_refusal(c) {
+            let mut record = self.base_record(c, Some(op_label), None);
+            record.decision = "deny";
+            record.reason = why;
+            record.model = model;
+            record.detail = Some("an ephemeral identity's request budget (settings.identity.ephemeral[].maxRequests)");
+            self.emit(&record);
+            let message = match why {
+                "identity-exhausted" => "this ephemeral identity has used its request budget",
+                _ => "could not count this request against the identity's budget",
+            };
+            let reply = match speaks {
+                Speaks::A2a(binding) => a2a::denial_reply(binding, id, why),
+                Speaks::Llm(api) => {
+                    let refusal = match why {
+                        "identity-exhausted" => grantwall_core::llm::reply::Refusal::IdentityExhausted,
+                        _ => grantwall_core::llm::reply::Refusal::Internal,
+                    };
+                    Reply { status: refusal.status(), body: grantwall_core::llm::reply::error_body(Some(api), refusal, message) }
+                }
+                Speaks::Mcp => respond::forbidden(self.engine.settings().denial, id, Some(op_label), None, why),
+            };
+            self.reply(&reply, None);
+            return Some(Action::Pause);
+        }
+        let mut record = self.base_record(c, Some(op_label), None);
+        record.model = model;
+        self.enforce_limits(c, None, id, &mut record, speaks)
+    }
+
     /// A request body larger than the caller's context budget: 413 with a JSON-RPC error.
     fn over_context_budget(&self, c: &Captured, size: usize, id: Option<&str>, method: &str) -> Option<Action> {
         let subject = subject_of(&self.engine, c, None);
@@ -702,11 +794,25 @@ impl GrantwallHttp {
         Some(Action::Pause)
     }
 
-    /// What an external check needs from this request, owned (it outlives this callback).
-    fn extauth_snapshot(&self, c: &Captured, op: Option<&McpOp<'_>>, id: Option<&str>, record: &AuditRecord<'_>, wants_body: bool) -> crate::extauth::Snapshot {
+    /// The ExternalAuth levels that select this allowed request (none: forward it now), with what their
+    /// checks need from it, owned: the request outlives this callback.
+    fn external_checks(&self, c: &Captured, request: &Request<'_>, record: &AuditRecord<'_>, ask: ExternalAsk<'_>) -> Option<([Option<u32>; 2], crate::extauth::Snapshot)> {
+        let engine = &self.engine;
+        let levels = engine.external_checks(request, ask.op);
+        if levels.iter().all(Option::is_none) {
+            return None;
+        }
+        let wants_body = levels.iter().flatten().filter_map(|l| engine.external_level(*l)).any(|ea| ea.forward_body_max_bytes.is_some());
+        Some((levels, self.extauth_snapshot(c, ask, record, wants_body)))
+    }
+
+    fn extauth_snapshot(&self, c: &Captured, ask: ExternalAsk<'_>, record: &AuditRecord<'_>, wants_body: bool) -> crate::extauth::Snapshot {
+        let ExternalAsk { op, id, speaks, protocol } = ask;
         let (op_name, op_target, op_arguments, op_method, op_base) = crate::extauth::Snapshot::from_op(op);
-        // Only with forwardBody, and only a body-phase decision has a body (at the headers phase there is none).
-        let body = if wants_body && op.is_some() && c.method == "POST" {
+        // Only with forwardBody, and only a body-phase decision has a body (at the headers phase there is
+        // none): MCP requests with an operation, A2A and LLM POSTs (always decided on their body).
+        let body_phase = op.is_some() || speaks != Speaks::Mcp;
+        let body = if wants_body && body_phase && c.method == "POST" {
             host::request_body(self.engine.settings().max_body_bytes as usize).ok().flatten().unwrap_or_default()
         } else {
             Vec::new()
@@ -725,6 +831,9 @@ impl GrantwallHttp {
             op_method,
             op_base,
             id: id.map(str::to_owned),
+            protocol,
+            speaks,
+            model: record.model.map(str::to_owned),
             identity_source: c.identity.as_ref().map(|i| i.source.as_str()),
             allow_level: record.level,
             allow_policy: record.policy.map(str::to_owned),
@@ -749,6 +858,7 @@ impl GrantwallHttp {
                     None => ("extauth-allowed", None),
                 };
                 let mut record = self.snapshot_record(s, "allow", reason, detail);
+                record.model = s.model.as_deref();
                 record.level = s.allow_level;
                 record.policy = s.allow_policy.as_deref();
                 record.rule = s.allow_rule.as_deref();
@@ -775,7 +885,14 @@ impl GrantwallHttp {
                     "extauth-denied" if !detail.is_empty() => format!("{reason}: {detail}"),
                     _ => reason.to_owned(),
                 };
-                let reply = respond::forbidden(self.engine.settings().denial, s.id.as_deref(), s.op_name.as_deref(), s.op_target.as_deref(), &why);
+                let reply = match s.speaks {
+                    Speaks::Mcp => respond::forbidden(self.engine.settings().denial, s.id.as_deref(), s.op_name.as_deref(), s.op_target.as_deref(), &why),
+                    Speaks::A2a(binding) => a2a::denial_reply(binding, s.id.as_deref(), &why),
+                    Speaks::Llm(api) => {
+                        let refusal = grantwall_core::llm::reply::Refusal::Forbidden;
+                        Reply { status: refusal.status(), body: grantwall_core::llm::reply::error_body(Some(api), refusal, &why) }
+                    }
+                };
                 self.reply(&reply, None);
                 Action::Pause
             }
@@ -785,6 +902,8 @@ impl GrantwallHttp {
     fn drop_response_watches(&mut self) {
         self.list = None;
         self.stream = None;
+        self.a2a_watch = None;
+        self.llm = None;
         self.bind_session = false;
         self.response_ctx = None;
     }
@@ -799,7 +918,8 @@ impl GrantwallHttp {
             backend: s.backend.as_deref(),
             http_method: &s.method,
             path: &s.path,
-            mcp_method: s.op_name.as_deref(),
+            // A2A and LLM requests: their operation or API.
+            mcp_method: s.op_name.as_deref().or_else(|| s.protocol.iter().find(|(k, _)| matches!(*k, "a2a-operation" | "llm-api")).map(|(_, v)| v.as_str())),
             target: s.op_target.as_deref(),
             detail,
             ..AuditRecord::default()

@@ -19,13 +19,17 @@ pub enum Refusal {
     Forbidden,
     /// Grantwall could not read or write its own state.
     Internal,
+    /// A gateway-wide rate limit or fan-out cap (GrantwallRateLimitPolicy) refused the caller.
+    RateLimited,
+    /// An ephemeral identity spent its request budget.
+    IdentityExhausted,
 }
 
 impl Refusal {
     pub fn status(self) -> u32 {
         match self {
-            Refusal::ModelDenied | Refusal::Forbidden => 403,
-            Refusal::BudgetExhausted => 429,
+            Refusal::ModelDenied | Refusal::Forbidden | Refusal::IdentityExhausted => 403,
+            Refusal::BudgetExhausted | Refusal::RateLimited => 429,
             Refusal::InvalidBody => 400,
             Refusal::UnsupportedEndpoint => 404,
             Refusal::Internal => 500,
@@ -41,6 +45,8 @@ impl Refusal {
             Refusal::UnsupportedEndpoint => "llm-unsupported-endpoint",
             Refusal::Forbidden => "default-deny",
             Refusal::Internal => "internal-error",
+            Refusal::RateLimited => "rate-limited",
+            Refusal::IdentityExhausted => "identity-exhausted",
         }
     }
 
@@ -52,13 +58,15 @@ impl Refusal {
             Refusal::UnsupportedEndpoint => ("invalid_request_error", "unsupported_endpoint"),
             Refusal::Forbidden => ("invalid_request_error", "forbidden"),
             Refusal::Internal => ("server_error", "internal_error"),
+            Refusal::RateLimited => ("requests", "rate_limit_exceeded"),
+            Refusal::IdentityExhausted => ("invalid_request_error", "identity_exhausted"),
         }
     }
 
     fn anthropic_type(self) -> &'static str {
         match self {
-            Refusal::ModelDenied | Refusal::Forbidden => "permission_error",
-            Refusal::BudgetExhausted => "rate_limit_error",
+            Refusal::ModelDenied | Refusal::Forbidden | Refusal::IdentityExhausted => "permission_error",
+            Refusal::BudgetExhausted | Refusal::RateLimited => "rate_limit_error",
             Refusal::InvalidBody => "invalid_request_error",
             Refusal::UnsupportedEndpoint => "not_found_error",
             Refusal::Internal => "api_error",

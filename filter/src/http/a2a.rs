@@ -7,12 +7,13 @@
 //! Response side: task ids in message responses (JSON or SSE, as the events pass) are bound to the caller;
 //! agent cards are filtered to the caller's skills and their interface URLs rewritten.
 
-use super::{header_str, refusal, request_of, Captured, GrantwallHttp, Refusal};
+use super::{header_str, refusal, request_of, Captured, ExternalAsk, GrantwallHttp, Refusal, Speaks};
 use crate::host;
 use crate::shared;
 use grantwall_core::a2a::{self, Binding, Call, CardOutcome, Operation, RestRoute};
 use grantwall_core::engine::Engine;
 use grantwall_core::sse::{self, SseSplitter};
+use grantwall_core::respond::Reply;
 use proxy_wasm::types::Action;
 
 /// Largest response read for task ids or buffered for card filtering.
@@ -85,10 +86,10 @@ impl GrantwallHttp {
             let action = match pending {
                 Pending::Rpc => return Err(refusal(400, -32700, "malformed-json", "empty request body")),
                 Pending::Rest(route) => match a2a::rest_call(&route, None) {
-                    Ok(call) => self.a2a_decide(&captured, &call),
+                    Ok(call) => self.a2a_decide(&captured, &call, None),
                     Err(e) => return Err(refusal(400, e.code, e.reason, &e.message)),
                 },
-                Pending::Card => self.a2a_decide(&captured, &card_call()),
+                Pending::Card => self.a2a_decide(&captured, &card_call(), None),
             };
             if self.a2a_watch.is_some() {
                 self.response_ctx = Some(captured);
@@ -116,7 +117,7 @@ impl GrantwallHttp {
             Pending::Card => return Err(refusal(400, -32600, "invalid-request", "a card request must not carry a body")),
         };
         match parsed {
-            Ok(call) => Ok(self.a2a_decide(captured, &call)),
+            Ok(call) => Ok(self.a2a_decide(captured, &call, Some(size))),
             // Unknown methods and bad params are answered in A2A's JSON-RPC shape with the request's id.
             Err(e) if matches!(pending, Pending::Rpc) && e.code != -32700 => {
                 let id = grantwall_core::jsonrpc::parse(&body).ok().and_then(|m| m.id.map(str::to_owned));
@@ -127,8 +128,9 @@ impl GrantwallHttp {
         }
     }
 
-    /// Judge an A2A call: the Gateway level (KAN policies), the agent's grant, push URLs, task ownership.
-    fn a2a_decide(&mut self, captured: &Captured, call: &Call) -> Action {
+    /// Judge an A2A call: the Gateway level (KAN policies), the agent's grant, push URLs, task ownership;
+    /// then the gateway-wide checks (`call_size`: its body, when it has one).
+    fn a2a_decide(&mut self, captured: &Captured, call: &Call, call_size: Option<usize>) -> Action {
         let engine = std::rc::Rc::clone(&self.engine);
         let Some(agent) = engine.a2a(captured.backend) else { return Action::Pause };
         let request = request_of(&engine, captured);
@@ -148,15 +150,11 @@ impl GrantwallHttp {
             self.a2a_deny(captured, call.binding, call.id.as_deref(), Some(call.op), reason, Some(detail));
             return Action::Pause;
         }
-        let mut record = self.base_record(captured, Some(call.op.as_str()), None).with_decision(&gateway);
-        if let Some((policy, rule)) = verdict.matched {
-            record.level = Some("backend");
-            record.policy = Some(policy);
-            record.rule = Some(rule);
-            record.reason = "rule-matched";
+        let speaks = Speaks::A2a(call.binding);
+        if let Some(action) = self.gateway_admission(captured, speaks, call.op.as_str(), call.id.as_deref(), None, call_size) {
+            return action;
         }
-        record.detail = Some(call.protocol());
-        self.emit(&record);
+        // Set up as allowed; an ExternalAuth refusal drops the watch again.
         self.a2a_watch = if call.op.creates_tasks() {
             Some(Watch::Tasks { sse: false, json: Vec::new(), splitter: SseSplitter::new() })
         } else if call.op.returns_card() {
@@ -166,6 +164,25 @@ impl GrantwallHttp {
         } else {
             None
         };
+        let mut record = self.base_record(captured, Some(call.op.as_str()), None).with_decision(&gateway);
+        if let Some((policy, rule)) = verdict.matched {
+            record.level = Some("backend");
+            record.policy = Some(policy);
+            record.rule = Some(rule);
+            record.reason = "rule-matched";
+        }
+        record.detail = Some(call.protocol());
+        let ask = ExternalAsk {
+            op: None,
+            id: call.id.as_deref(),
+            speaks,
+            protocol: vec![("a2a-operation", call.op.as_str().to_owned()), ("a2a-binding", call.protocol().to_owned())],
+        };
+        if let Some((levels, snapshot)) = self.external_checks(captured, &request, &record, ask) {
+            let step = crate::extauth::start(&engine, levels, snapshot);
+            return self.extauth_resolve(step, false);
+        }
+        self.emit(&record);
         Action::Continue
     }
 
@@ -198,15 +215,7 @@ impl GrantwallHttp {
         record.level = Some("backend");
         record.detail = detail;
         self.emit(&record);
-        let headers = [("content-type", "application/json"), ("cache-control", "no-store")];
-        let (status, body) = match binding {
-            // A per-call denial on HTTP 200 keeps the client's connection and session usable (as for MCP).
-            Binding::JsonRpc => (200, a2a::jsonrpc_denial(id, reason)),
-            Binding::Rest | Binding::Card => a2a::rest_denial(reason),
-        };
-        if host::send_response(status, &headers, &body).is_err() {
-            log::error!("grantwall: could not send local reply (status {status})");
-        }
+        self.reply(&denial_reply(binding, id, reason), None);
     }
 
     /// Response headers of an allowed A2A request.
@@ -400,6 +409,16 @@ impl GrantwallHttp {
         self.a2a_watch = None;
         Action::Continue
     }
+}
+
+/// A refused A2A call in its binding's shape.
+pub(super) fn denial_reply(binding: Binding, id: Option<&str>, reason: &str) -> Reply {
+    let (status, body) = match binding {
+        // A per-call denial on HTTP 200 keeps the client's connection and session usable (as for MCP).
+        Binding::JsonRpc => (200, a2a::jsonrpc_denial(id, reason)),
+        Binding::Rest | Binding::Card => a2a::rest_denial(reason),
+    };
+    Reply { status, body: String::from_utf8_lossy(&body).into_owned() }
 }
 
 fn card_call() -> Call {

@@ -8,7 +8,7 @@
 //! valued `"<window start> <tokens>"` and updated with CAS: every worker of the Envoy instance agrees, and
 //! the counters outlive a config update (shared data belongs to the VM, not to a root context).
 
-use super::{is_json_media_type, Captured, GrantwallHttp};
+use super::{is_json_media_type, Captured, ExternalAsk, GrantwallHttp, Speaks};
 use crate::host::{self, CasWrite, HostError};
 use grantwall_core::engine::Request;
 use grantwall_core::llm::policy::{LlmBackendId, ModelDecision};
@@ -198,6 +198,12 @@ impl GrantwallHttp {
         if let Some((why, reset)) = spent {
             return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::BudgetExhausted, &why, Some(reset));
         }
+        // What applies to all traffic through the gateway: context budget, ephemeral budgets, rate limits,
+        // fan-out caps.
+        if let Some(action) = self.gateway_admission(captured, Speaks::Llm(api), api.as_str(), None, Some(&parsed.model), Some(size)) {
+            self.llm = None;
+            return action;
+        }
 
         // Rewrites: the output cap, then the usage opt-in for streams.
         let mut edits: Vec<(&str, String)> = Vec::new();
@@ -250,7 +256,17 @@ impl GrantwallHttp {
         record.model = Some(&model);
         let detail = capped.then(|| format!("output tokens capped to {}", cap.unwrap_or(0)));
         record.detail = detail.as_deref();
-        self.emit(&record);
+        let ask = ExternalAsk {
+            op: None,
+            id: None,
+            speaks: Speaks::Llm(api),
+            protocol: vec![("llm-api", api.as_str().to_owned()), ("llm-model", model.clone())],
+        };
+        let external = self.external_checks(captured, &gateway_request, &record, ask);
+        if external.is_none() {
+            self.emit(&record);
+        }
+        // Set up as forwarded; an ExternalAuth refusal drops the flow again (nothing is charged).
         let budget_keys: Vec<(String, u64)> = budgets.iter().map(|b| (b.key.clone(), b.window_seconds)).collect();
         if let Some(flow) = self.llm.as_mut() {
             flow.model = model;
@@ -258,6 +274,10 @@ impl GrantwallHttp {
             flow.request_bytes = new_body.as_ref().map_or(size, String::len);
             flow.strip_usage_chunk = opt_in;
             flow.forwarded = true;
+        }
+        if let Some((levels, snapshot)) = external {
+            let step = crate::extauth::start(&engine, levels, snapshot);
+            return self.extauth_resolve(step, false);
         }
         Action::Continue
     }
