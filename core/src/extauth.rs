@@ -147,7 +147,7 @@ pub struct CheckInput<'a> {
     /// Raw JSON-RPC id of the request.
     pub id: Option<&'a str>,
     /// Context of traffic that is not MCP, sent like the MCP context: (`a2a-operation`, `SendMessage`),
-    /// (`llm-api`, `chat/completions`), (`llm-model`, `gpt-4o`).
+    /// (`llm-api`, `chat.completions`), (`llm-model`, `gpt-4o`).
     pub protocol: &'a [(&'static str, String)],
 }
 

@@ -359,7 +359,7 @@ impl GrantwallHttp {
                     if let Some(action) = self.enforce_limits(captured, op, id, &mut record, Speaks::Mcp) {
                         return action;
                     }
-                    let ask = ExternalAsk { op, id, speaks: Speaks::Mcp, protocol: Vec::new() };
+                    let ask = ExternalAsk { op, id, speaks: Speaks::Mcp, protocol: Vec::new(), backend: None };
                     if let Some((levels, snapshot)) = self.external_checks(captured, &request, &record, ask) {
                         let step = crate::extauth::start(&engine, levels, snapshot);
                         return self.extauth_resolve(step, false);

@@ -134,9 +134,12 @@ impl GrantwallHttp {
         let engine = std::rc::Rc::clone(&self.engine);
         let Some(agent) = engine.a2a(captured.backend) else { return Action::Pause };
         let request = request_of(&engine, captured);
+        // An ephemeral identity: the Gateway level is its parent's decision narrowed by its own permission on
+        // this agent (engine), and the agent's grant is its parent's — a rule naming the sub-agent itself
+        // grants it nothing more.
         let gateway = engine.decide(&request, None);
-        let principal = engine.principal_index(request.principal);
-        let verdict = agent.decide(principal, call.op);
+        let grantee = engine.ephemeral(request.principal).map_or(request.principal, |e| Some(e.parent.as_str()));
+        let verdict = agent.decide(engine.principal_index(grantee), call.op);
         let refusal = if !gateway.allowed || !verdict.allowed {
             Some("default-deny")
         } else if call.push_urls.iter().any(|u| !a2a::push_url_allowed(u, &agent.config.push_url_prefixes)) {
@@ -177,6 +180,7 @@ impl GrantwallHttp {
             id: call.id.as_deref(),
             speaks,
             protocol: vec![("a2a-operation", call.op.as_str().to_owned()), ("a2a-binding", call.protocol().to_owned())],
+            backend: None,
         };
         if let Some((levels, snapshot)) = self.external_checks(captured, &request, &record, ask) {
             let step = crate::extauth::start(&engine, levels, snapshot);

@@ -28,6 +28,8 @@ pub(super) struct ExternalAsk<'a> {
     pub(super) speaks: Speaks,
     /// A2A and LLM context (`CheckInput::protocol`).
     pub(super) protocol: Vec<(&'static str, String)>,
+    /// The backend to name when it is not an XBackend or A2A agent (an LLM upstream).
+    pub(super) backend: Option<&'a str>,
 }
 
 impl GrantwallHttp {
@@ -181,7 +183,7 @@ impl GrantwallHttp {
     }
 
     fn extauth_snapshot(&self, c: &Captured, ask: ExternalAsk<'_>, record: &AuditRecord<'_>, wants_body: bool) -> crate::extauth::Snapshot {
-        let ExternalAsk { op, id, speaks, protocol } = ask;
+        let ExternalAsk { op, id, speaks, protocol, backend } = ask;
         let (op_name, op_target, op_arguments, op_method, op_base) = crate::extauth::Snapshot::from_op(op);
         // Only with forwardBody, and only a body-phase decision has a body (at the headers phase there is
         // none): MCP requests with an operation, A2A and LLM POSTs (always decided on their body).
@@ -198,7 +200,7 @@ impl GrantwallHttp {
             headers: c.headers.clone(),
             body,
             principal: c.identity.as_ref().map(|i| i.principal.clone()),
-            backend: c.backend.and_then(|b| self.engine.backend_name(b)).map(str::to_owned),
+            backend: backend.or_else(|| c.backend.and_then(|b| self.engine.backend_name(b))).map(str::to_owned),
             op_name,
             op_target,
             op_arguments,
@@ -232,7 +234,6 @@ impl GrantwallHttp {
                     None => ("extauth-allowed", None),
                 };
                 let mut record = self.snapshot_record(s, "allow", reason, detail);
-                record.model = s.model.as_deref();
                 record.level = s.allow_level;
                 record.policy = s.allow_policy.as_deref();
                 record.rule = s.allow_rule.as_deref();
@@ -281,6 +282,7 @@ impl GrantwallHttp {
             identity_source: s.identity_source,
             gateway: Some(self.engine.gateway_name()).filter(|g| !g.is_empty()),
             backend: s.backend.as_deref(),
+            model: s.model.as_deref(),
             http_method: &s.method,
             path: &s.path,
             // A2A and LLM requests: their operation or API.

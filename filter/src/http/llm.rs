@@ -159,6 +159,11 @@ impl GrantwallHttp {
         let principal = captured.identity.as_ref().map(|i| i.principal.as_str());
         // Gateway-level XAccessPolicies apply to all traffic through the gateway, LLM requests included.
         let gateway_request = Request { backend: None, ..super::request_of(&engine, captured) };
+        if engine.ephemeral(principal).is_some() {
+            // Its permissions name XBackends and A2A agents; none can name an LLM upstream or a model.
+            let why = "an ephemeral identity may not call LLM APIs through the gateway (its permissions cannot name an LLM upstream); its parent can";
+            return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, why, None);
+        }
         if !engine.decide(&gateway_request, None).allowed {
             let why = "the gateway's access policies do not allow this caller";
             return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, why, None);
@@ -261,6 +266,7 @@ impl GrantwallHttp {
             id: None,
             speaks: Speaks::Llm(api),
             protocol: vec![("llm-api", api.as_str().to_owned()), ("llm-model", model.clone())],
+            backend: Some(llm.backend_name(backend)),
         };
         let external = self.external_checks(captured, &gateway_request, &record, ask);
         if external.is_none() {
