@@ -35,7 +35,10 @@ permissions["minItems"] = 1
 permissions["items"] = permission
 
 target_refs = copy.deepcopy(pspec["properties"]["targetRefs"])
-target_refs["description"] = "The XBackends the permissions apply to (group agentic.networking.x-k8s.io, kind XBackend)."
+target_refs["description"] = ("The XBackends (group agentic.networking.x-k8s.io, kind XBackend) and A2A agents (group "
+                              "grantwall.io, kind GrantwallA2AAgent) the permissions apply to; both kinds may be mixed.")
+# A sub-agent may call tools and peer agents: unlike a policy, its targets may be of both kinds.
+target_refs.pop("x-kubernetes-validations", None)
 
 spec = {
     "description": "GrantwallAgentIdentitySpec defines an ephemeral sub-agent identity.",

@@ -28,6 +28,8 @@ pub struct Inputs<'a> {
     pub gateway_policies: &'a [&'a PolicyIr],
     /// Config backend names, in config order (index = backend id).
     pub backend_names: &'a [String],
+    /// Which of them are A2A agents (GrantwallA2AAgent `ns/name`).
+    pub a2a_agents: &'a [String],
     /// Policies in force on a backend (by `ns/name`).
     pub backend_policies: &'a dyn Fn(&str) -> Vec<&'a PolicyIr>,
     pub providers: &'a [JwtProvider],
@@ -86,6 +88,20 @@ fn read(obj: &Object, inp: &Inputs<'_>, tokens: &[String], diags: &mut Diags) ->
     let max_requests = spec.get("maxRequests").and_then(Value::as_u64).map(|n| n.min(u64::from(u32::MAX)) as u32);
 
     // The permissions are read as a GrantwallAccessPolicy (same rule shape), so every rule check applies.
+    // A GrantwallA2AAgent reference is read as an XBackend one (agents and XBackends share the config's
+    // backend list); which references named an agent is kept to check each names the right kind.
+    let mut agent_refs: Vec<String> = Vec::new();
+    let target_refs: Option<Value> = spec.get("targetRefs").map(|refs| {
+        let mut refs = refs.clone();
+        for r in refs.as_array_mut().into_iter().flatten() {
+            if r.get("group").and_then(Value::as_str) == Some(GROUP) && r.get("kind").and_then(Value::as_str) == Some(crate::a2a_crd::AGENT_KIND) {
+                agent_refs.push(format!("{}/{}", obj.namespace, r.get("name").and_then(Value::as_str).unwrap_or_default()));
+                r["group"] = json!(policy::GROUP);
+                r["kind"] = json!("XBackend");
+            }
+        }
+        refs
+    });
     let as_policy = Object {
         origin: obj.origin.clone(),
         api_version: format!("{GROUP}/v1alpha1"),
@@ -96,7 +112,7 @@ fn read(obj: &Object, inp: &Inputs<'_>, tokens: &[String], diags: &mut Diags) ->
             "apiVersion": format!("{GROUP}/v1alpha1"),
             "kind": "GrantwallAccessPolicy",
             "metadata": {"name": obj.name, "namespace": obj.namespace},
-            "spec": {"targetRefs": spec.get("targetRefs"), "action": "Allow", "rules": spec.get("permissions")},
+            "spec": {"targetRefs": target_refs, "action": "Allow", "rules": spec.get("permissions")},
         }),
     };
     let mark = diags.errors.len();
@@ -116,16 +132,32 @@ fn read(obj: &Object, inp: &Inputs<'_>, tokens: &[String], diags: &mut Diags) ->
     let mut permissions = Vec::new();
     for (target, ref_path) in &ir.targets {
         let TargetKey::Backend(backend) = target else {
-            diags.error(&loc, ref_path.as_str(), "an ephemeral identity's permissions target XBackends (group agentic.networking.x-k8s.io, kind XBackend); the Gateway level is checked through the parent");
+            diags.error(&loc, ref_path.as_str(), "an ephemeral identity's permissions target XBackends (group agentic.networking.x-k8s.io, kind XBackend) and A2A agents (group grantwall.io, kind GrantwallA2AAgent); the Gateway level is checked through the parent");
             continue;
         };
-        let Some(index) = inp.backend_names.iter().position(|b| b == backend) else {
-            diags.error(&loc, ref_path.as_str(), format!("XBackend {backend} is not in the input: add the file that defines it (-f)"));
+        let (named_agent, is_agent) = (agent_refs.contains(backend), inp.a2a_agents.contains(backend));
+        let kind = if named_agent { crate::a2a_crd::AGENT_KIND } else { "XBackend" };
+        let index = inp.backend_names.iter().position(|b| b == backend).filter(|_| named_agent == is_agent);
+        let Some(index) = index else {
+            let why = match (named_agent, is_agent) {
+                (false, true) => format!("{backend} is a GrantwallA2AAgent, not an XBackend: reference it as {{group: grantwall.io, kind: GrantwallA2AAgent, name: ...}}"),
+                (true, false) if inp.backend_names.contains(backend) => format!("{backend} is an XBackend, not a GrantwallA2AAgent: reference it as {{group: agentic.networking.x-k8s.io, kind: XBackend, name: ...}}"),
+                _ => format!("{kind} {backend} is not in the input: add the file that defines it (-f)"),
+            };
+            diags.error(&loc, ref_path.as_str(), why);
             continue;
         };
+        if is_agent {
+            // Naming an agent is the permission: an A2A call carries no MCP method or tool, so the permission
+            // rules (about XBackends) do not apply, and the operations are the parent's GrantwallA2APolicy
+            // grants (the filter judges the agent's grant as the parent).
+            let rule = Rule { name: format!("targetRefs: {backend}"), principals: None, http: None, mcp: None, cel: None };
+            permissions.push(Permission { backend: index as u32, rules: vec![rule] });
+            continue;
+        }
         let levels = [
             ("the Gateway level".to_string(), inp.gateway_policies.to_vec()),
-            (format!("XBackend {backend}"), (inp.backend_policies)(backend)),
+            (format!("{kind} {backend}"), (inp.backend_policies)(backend)),
         ];
         for (i, rule) in ir.rules.iter().enumerate() {
             for (level, policies) in &levels {

@@ -209,6 +209,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
     };
 
     let backend_names: Vec<String> = config_backends.iter().map(|b| b.name.clone()).collect();
+    let a2a_agents: Vec<String> = read.a2a_agents.iter().map(|a| a.backend.ns_name.clone()).collect();
     let jwt = identity_crd::settings(&read.providers, gateway.as_deref(), &backend_names, &mut diags);
     let limits = limits_crd::build(&read.limits, gateway.as_deref(), &backend_names, &read.backend_names, &mut diags);
     let ephemeral = agent_identity::build(
@@ -217,6 +218,7 @@ pub fn compile(sources: &[Source], opts: &Options) -> Result<Compiled, Diags> {
             trust_domain: &opts.trust_domain,
             gateway_policies: &gateway_policies,
             backend_names: &backend_names,
+            a2a_agents: &a2a_agents,
             backend_policies: &backend_policies,
             providers: &jwt.providers,
             policy_principals: &principals,

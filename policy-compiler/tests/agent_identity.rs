@@ -340,3 +340,58 @@ spec:
     // The sub-agent presenting the group is still bound by its parent and permissions.
     assert!(!ask(sub, "delete-everything", Some(serde_json::json!({"groups": ["mcp-admins"]}))).allowed);
 }
+
+const AGENT_B: &str = "---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallA2AAgent
+metadata: {name: agent-b, namespace: tools}
+spec: {hostname: agent-b.example, port: 9999}
+";
+
+/// An identity for alice whose targetRefs are `refs` (YAML flow list) and whose one permission is `rule`.
+fn agent_with_refs(refs: &str, rule: &str) -> String {
+    format!(
+        "---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallAgentIdentity
+metadata: {{name: sub-a2a, namespace: tools}}
+spec:
+  parent: {{type: ServiceAccount, serviceAccount: {{name: alice, namespace: agents}}}}
+  token: {{issuer: \"https://issuer.test\", subject: sub-a2a}}
+  ttl: 60s
+  targetRefs: {refs}
+  permissions:
+{rule}"
+    )
+}
+
+#[test]
+fn a2a_agents_are_targets_of_their_own_kind() {
+    let a2a_ref = "{group: grantwall.io, kind: GrantwallA2AAgent, name: agent-b}";
+    // Both kinds in one identity: the permission rules narrow the XBackend; naming the agent lets the
+    // sub-agent call it with its parent's A2A operations.
+    let refs = format!("[{a2a_ref}, {{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}}]");
+    let echo_rule = ECHO_ONLY.split_once("  permissions:\n").unwrap().1;
+    let config = compile_ok(&format!("{}{AGENT_B}{}", base(), agent_with_refs(&refs, echo_rule)));
+    let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+    let agent_index = names.iter().position(|n| *n == "tools/agent-b").unwrap() as u32;
+    let permissions = &config.settings.identity.ephemeral[0].permissions;
+    assert_eq!(permissions.len(), 2);
+    let on_agent = permissions.iter().find(|p| p.backend == agent_index).unwrap();
+    assert!(on_agent.rules.len() == 1 && on_agent.rules[0].mcp.is_none() && on_agent.rules[0].http.is_none(), "{on_agent:?}");
+    let on_tools = permissions.iter().find(|p| p.backend != agent_index).unwrap();
+    assert_eq!(on_tools.rules[0].name, "echo-only");
+    Engine::from_json(&serde_json::to_vec(&config).unwrap()).unwrap();
+
+    // The agent named as an XBackend, or an XBackend named as an agent: the error says which kind to use.
+    let any_call = "  - name: talk\n    authorization: {type: Inline}\n";
+    let as_xbackend = "[{group: agentic.networking.x-k8s.io, kind: XBackend, name: agent-b}]";
+    let errors = compile_err(&format!("{}{AGENT_B}{}", base(), agent_with_refs(as_xbackend, any_call)));
+    assert!(errors.iter().any(|e| e.contains("spec.targetRefs[0]") && e.contains("tools/agent-b is a GrantwallA2AAgent, not an XBackend")), "{errors:?}");
+    let as_agent = "[{group: grantwall.io, kind: GrantwallA2AAgent, name: mcp-server}]";
+    let errors = compile_err(&format!("{}{AGENT_B}{}", base(), agent_with_refs(as_agent, any_call)));
+    assert!(errors.iter().any(|e| e.contains("tools/mcp-server is an XBackend, not a GrantwallA2AAgent")), "{errors:?}");
+    let missing = "[{group: grantwall.io, kind: GrantwallA2AAgent, name: agent-z}]";
+    let errors = compile_err(&format!("{}{AGENT_B}{}", base(), agent_with_refs(missing, any_call)));
+    assert!(errors.iter().any(|e| e.contains("GrantwallA2AAgent tools/agent-z is not in the input")), "{errors:?}");
+}
