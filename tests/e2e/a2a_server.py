@@ -1,5 +1,5 @@
 """A real A2A agent (a2a-sdk 1.x server: JSON-RPC at /, the HTTP+JSON binding, the public card) for
-tests/e2e/test_a2a.py. Every request that reaches it is logged as one JSON line (method, path, body), so
+tests/e2e/test_a2a.py. Every request that reaches it is logged as one JSON line (method, path, body, headers), so
 tests assert on what the agent actually received. `--compat` serves the A2A 0.3 names and `/v1` routes too.
 
     python a2a_server.py --port 0 --port-file PORT --log requests.jsonl [--compat] [--signed]
@@ -84,7 +84,9 @@ class RequestLog:
         body = b"".join(chunks)
         with open(self.path, "a") as f:
             f.write(json.dumps({"kind": "request", "method": scope["method"], "path": scope["path"],
-                                "body": body.decode("utf-8", "replace")}) + "\n")
+                                "body": body.decode("utf-8", "replace"),
+                                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}})
+                    + "\n")
         sent = False
 
         async def replay():

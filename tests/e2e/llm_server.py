@@ -13,7 +13,7 @@ It answers like the real APIs do, with realistic `usage`, in JSON and as SSE str
 How many tokens a response uses is set by the request header `x-test-output-tokens` (default 20), lowered to
 the request's own output limit (max_tokens & co.) as a real model would stop there; input is 10 tokens.
 Every request is appended to the log file as one JSON line: {method, path, body (text), accept_encoding,
-content_length}, so tests assert on what the upstream actually received.
+content_length, headers}, so tests assert on what the upstream actually received.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def build_app(log_path: Path) -> Starlette:
             f.write(json.dumps({"method": request.method, "path": request.url.path,
                                 "body": body.decode("utf-8", "replace"), "time": time.time(),
                                 "accept_encoding": request.headers.get("accept-encoding"),
-                                "content_length": request.headers.get("content-length")}) + "\n")
+                                "content_length": request.headers.get("content-length"),
+                                "headers": dict(request.headers)}) + "\n")
 
     async def read(request: Request) -> tuple[dict, int]:
         body = await request.body()

@@ -71,11 +71,7 @@ class HttpAuthz:
                     self.wfile.write(b"\x00\x01not http at all\r\n\r\n")
                     self.close_connection = True
                     return
-                tool = unquote(headers.get("x-grantwall-mcp-target", ""))
-                if headers.get("x-grantwall-mcp-method") == "tools/call" and tool not in ("get-sum", "echo"):
-                    reply, status, extra = f"blocked by guardrail: {tool}".encode(), 403, {}
-                else:
-                    reply, status, extra = b"", 200, {"x-guard-verdict": "ok", "x-not-allowed": "leak"}
+                reply, status, extra = owner.verdict(headers, body)
                 try:
                     self.send_response(status)
                     for k, v in extra.items():
@@ -91,6 +87,13 @@ class HttpAuthz:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def verdict(self, headers: dict[str, str], body: bytes) -> tuple[bytes, int, dict[str, str]]:
+        """The answer to one check: (reason body, status, response headers). Subclasses judge other traffic."""
+        tool = unquote(headers.get("x-grantwall-mcp-target", ""))
+        if headers.get("x-grantwall-mcp-method") == "tools/call" and tool not in ("get-sum", "echo"):
+            return f"blocked by guardrail: {tool}".encode(), 403, {}
+        return b"", 200, {"x-guard-verdict": "ok", "x-not-allowed": "leak"}
 
     def calls(self) -> list[dict]:
         return [r for r in self.received if r["headers"].get("x-grantwall-mcp-method") == "tools/call"]
