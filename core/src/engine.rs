@@ -442,12 +442,15 @@ impl Engine {
 
     /// The levels whose ExternalAuth must be asked about this request, Gateway first: those whose rules
     /// select it. KAN: ExternalAuth runs besides the Allow policies and must allow too.
+    /// An ephemeral identity is selected as its parent: it acts for the parent, and must not slip past a
+    /// guardrail that selects the parent.
     pub fn external_checks(&self, req: &Request<'_>, op: Option<&McpOp<'_>>) -> [Option<u32>; 2] {
         let mut out = [None, None];
         if self.external.iter().all(Option::is_none) {
             return out;
         }
-        let principal = req.principal.and_then(|p| self.principal_ids.get(p)).copied();
+        let selected_as = self.ephemeral(req.principal).map_or(req.principal, |e| Some(e.parent.as_str()));
+        let principal = selected_as.and_then(|p| self.principal_ids.get(p)).copied();
         let act = activation(req, op, false);
         let mut cel_error = None;
         let mut ctx = RuleCtx { req, op, act: &act, cel_error: &mut cel_error };

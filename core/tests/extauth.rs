@@ -79,6 +79,24 @@ fn rules_select_what_is_checked_and_external_auth_alone_is_no_allow_policy() {
 }
 
 #[test]
+fn an_ephemeral_identity_is_selected_as_its_parent() {
+    const SUB: &str = "oidc://issuer.test#sub-1";
+    let config = json!({
+        "version": CONFIG_VERSION,
+        "settings": {"identity": {"ephemeral": [{"name": "tools/sub-1", "principal": SUB, "parent": ALICE,
+            "ttlSeconds": 60, "permissions": [{"backend": 0, "rules": [{"name": "any"}]}]}]}},
+        "principals": [ALICE, BOB],
+        "backends": [{"name": "tools/mcp", "paths": ["/mcp"], "policies": [],
+            "externalAuth": {"policy": "tools/guard", "protocol": "HTTP", "cluster": "c", "authority": "a",
+                "rules": [{"name": "alice", "principals": [0]}]}}],
+    });
+    let e = Engine::from_json(config.to_string().as_bytes()).unwrap();
+    // alice's guardrail covers the sub-agent acting for her; bob's requests are still not sent.
+    assert_eq!(e.external_checks(&request(Some(SUB)), Some(&CALL)), [None, Some(1)]);
+    assert_eq!(e.external_checks(&request(Some(BOB)), Some(&CALL)), [None, None]);
+}
+
+#[test]
 fn no_rules_selects_everything() {
     let ext = json!({"policy": "tools/guard", "protocol": "GRPC", "cluster": "c", "authority": "a"});
     let e = engine(ext, json!([]));

@@ -352,8 +352,7 @@ impl GrantwallHttp {
             let refusal = self
                 .pin_refusal(captured, op)
                 .or_else(|| self.session_refusal(captured, op))
-                .or(self.side_refusal)
-                .or_else(|| self.budget_refusal(captured));
+                .or(self.side_refusal);
             match refusal {
                 None => {
                     if let Some(action) = self.enforce_limits(captured, op, id, &mut record, Speaks::Mcp) {
@@ -363,6 +362,9 @@ impl GrantwallHttp {
                     if let Some((levels, snapshot)) = self.external_checks(captured, &request, &record, ask) {
                         let step = crate::extauth::start(&engine, levels, snapshot);
                         return self.extauth_resolve(step, false);
+                    }
+                    if let Some(action) = self.spend_budget(request.principal, Speaks::Mcp, id, op.map(|o| o.name), op.and_then(|o| o.target), &mut record) {
+                        return action;
                     }
                     self.emit(&record);
                     return Action::Continue;
@@ -428,12 +430,6 @@ impl GrantwallHttp {
             return shared::task_refusal(&task_id, caller).unwrap_or(Some("internal-error"));
         }
         None
-    }
-
-    /// An ephemeral identity's request budget: counted last, only for a request about to be forwarded.
-    fn budget_refusal(&self, captured: &Captured) -> Option<&'static str> {
-        let principal = captured.identity.as_ref().map(|i| i.principal.as_str());
-        self.engine.ephemeral(principal).and_then(agent::budget_refusal)
     }
 
     /// A session is usable only by the identity that initialized it (all workers agree: shared data).
@@ -858,9 +854,12 @@ fn judge_item(engine: &Engine, request: &Request<'_>, kind: ListKind, item: &Lis
 }
 
 /// What limits are keyed on: caller, backend, and the tool of a `tools/call`.
+/// What limits see of a request. An ephemeral identity counts as its parent: it spends its parent's
+/// allowance, so sub-agents cannot multiply a limit.
 fn subject_of<'a>(engine: &'a Engine, c: &'a Captured, op: Option<&McpOp<'a>>) -> grantwall_core::limits::Subject<'a> {
+    let principal = c.identity.as_ref().map(|i| i.principal.as_str());
     grantwall_core::limits::Subject {
-        principal: c.identity.as_ref().map(|i| i.principal.as_str()),
+        principal: engine.ephemeral(principal).map_or(principal, |e| Some(e.parent.as_str())),
         backend: c.backend,
         backend_name: c.backend.and_then(|b| engine.backend_name(b)),
         tool: op.filter(|o| o.name == "tools/call").and_then(|o| o.target),

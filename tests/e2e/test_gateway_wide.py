@@ -36,7 +36,7 @@ spec: {gatewayClassName: x, listeners: [{name: l, port: 443, protocol: HTTPS}]}
 """
 
 
-def guard_policy(selected: str) -> str:
+def guard_policy(*selected: str) -> str:
     """A Gateway-level ExternalAuth (HTTP mode, body forwarded) asked about the requests of `selected`."""
     return f"""---
 apiVersion: agentic.networking.x-k8s.io/v1alpha1
@@ -55,9 +55,7 @@ spec:
     http: {{path: /authz, allowedResponseHeaders: [x-guard-verdict]}}
     forwardBody: {{maxSize: 8192}}
   rules:
-  - name: checked
-    source: {selected}
-"""
+""" + "".join(f"  - name: checked-{i}\n    source: {source}\n" for i, source in enumerate(selected))
 
 
 def sa(name: str, namespace: str) -> str:
@@ -68,7 +66,7 @@ def spiffe(name: str, namespace: str) -> str:
     return f"spiffe://cluster.local/ns/{namespace}/sa/{name}"
 
 
-# --- A2A: alice is checked by the guardrail, bob has 3 requests an hour, carol 2 KiB bodies; the ephemeral
+# --- A2A: alice and dave are checked by the guardrail (dave's sub-agent sub-a2a too: it is selected as its parent), bob has 3 requests an hour, carol 2 KiB bodies; the ephemeral
 # sub-agent sub-a2a (parent dave) may forward 3 requests.
 A2A_BUDGET = 3
 A2A_POLICY = GATEWAY + f"""---
@@ -105,7 +103,7 @@ spec:
   - name: sub-agent-widened
     source: {{type: OIDC, oidc: {{issuer: "https://issuer.test", subject: sub-a2a}}}}
     operations: [SendMessage, GetTask]
-""" + guard_policy(sa("alice", "agents")) + f"""---
+""" + guard_policy(sa("alice", "agents"), sa("dave", "agents")) + f"""---
 apiVersion: grantwall.io/v1alpha1
 kind: GrantwallRateLimitPolicy
 metadata: {{name: gateway-limits, namespace: tools}}
@@ -364,6 +362,9 @@ def test_a2a_ephemeral_budget_runs_out(a2a_envoy, pki, at_agent, guard):
         r = sub.post(a2a_envoy.url("/"), json={"jsonrpc": "2.0", "id": "get", "method": "GetTask",
                                                "params": {"id": "any"}}, headers={"A2A-Version": "1.0"})
         assert r.status_code == 200 and r.json()["error"]["data"]["reason"] == "default-deny", r.text
+        # Refused by the guardrail: costs no budget either (the budget is spent last).
+        r = rpc(INJECTION, "bad")
+        assert r.json()["error"]["data"]["reason"] == "extauth-denied: prompt injection in the request", r.text
         for i in range(A2A_BUDGET):
             assert echoed(rpc(f"s{i}", i)) == f"echo: s{i}"
         r = rpc("late", "late")
@@ -379,9 +380,10 @@ def test_a2a_ephemeral_budget_runs_out(a2a_envoy, pki, at_agent, guard):
         sub.close()
     assert [json.loads(e["body"])["params"]["message"]["parts"][0]["text"] for e in at_agent.requests()] == \
         [f"s{i}" for i in range(A2A_BUDGET)]
-    assert guard.received == []
-    assert reasons(a2a_envoy, "oidc://issuer.test#sub-a2a", A2A_BUDGET + 3) == \
-        ["default-deny"] + ["rule-matched"] * A2A_BUDGET + ["identity-exhausted"] * 2
+    # The guardrail was asked about every call its grant allowed, the refused injection and the late ones too.
+    assert [c["headers"]["x-grantwall-identity"] for c in guard.received] == ["oidc://issuer.test#sub-a2a"] * (A2A_BUDGET + 3)
+    assert reasons(a2a_envoy, "oidc://issuer.test#sub-a2a", A2A_BUDGET + 4) == \
+        ["default-deny", "extauth-denied"] + ["extauth-allowed"] * A2A_BUDGET + ["identity-exhausted"] * 2
 
 
 def test_a2a_context_budget_answers_413(a2a_envoy, pki, client_cert, at_agent, guard):

@@ -186,6 +186,10 @@ impl GrantwallHttp {
             let step = crate::extauth::start(&engine, levels, snapshot);
             return self.extauth_resolve(step, false);
         }
+        if let Some(action) = self.spend_budget(request.principal, speaks, call.id.as_deref(), Some(call.op.as_str()), None, &mut record) {
+            self.a2a_watch = None;
+            return action;
+        }
         self.emit(&record);
         Action::Continue
     }

@@ -92,10 +92,10 @@ impl GrantwallHttp {
     }
 
     /// An allowed A2A or LLM request meets the checks that apply to all traffic through the gateway, as
-    /// MCP requests do: the context budget (`size`: the body, when there is one), an ephemeral identity's
-    /// request budget, then rate limits and fan-out caps (which set the stream's fan-out lease).
-    /// Some(action): refused, reply sent and audited. ExternalAuth is asked after this (`external_checks`),
-    /// once the caller has set up its response watch.
+    /// MCP requests do: the context budget (`size`: the body, when there is one), then rate limits and
+    /// fan-out caps (which set the stream's fan-out lease). Some(action): refused, reply sent and audited.
+    /// ExternalAuth is asked after this (`external_checks`), once the caller has set up its response watch;
+    /// an ephemeral identity's budget is spent last (`spend_budget`).
     pub(super) fn gateway_admission(&self, c: &Captured, speaks: Speaks, op_label: &str, id: Option<&str>, model: Option<&str>, size: Option<usize>) -> Option<Action> {
         let subject = subject_of(&self.engine, c, None);
         let over = size.and_then(|size| {
@@ -123,34 +123,30 @@ impl GrantwallHttp {
             self.reply(&reply, None);
             return Some(Action::Pause);
         }
-        if let Some(why) = self.budget_refusal(c) {
-            let mut record = self.base_record(c, Some(op_label), None);
-            record.decision = "deny";
-            record.reason = why;
-            record.model = model;
-            record.detail = Some("an ephemeral identity's request budget (settings.identity.ephemeral[].maxRequests)");
-            self.emit(&record);
-            let message = match why {
-                "identity-exhausted" => "this ephemeral identity has used its request budget",
-                _ => "could not count this request against the identity's budget",
-            };
-            let reply = match speaks {
-                Speaks::A2a(binding) => a2a::denial_reply(binding, id, why),
-                Speaks::Llm(api) => {
-                    let refusal = match why {
-                        "identity-exhausted" => grantwall_core::llm::reply::Refusal::IdentityExhausted,
-                        _ => grantwall_core::llm::reply::Refusal::Internal,
-                    };
-                    Reply { status: refusal.status(), body: grantwall_core::llm::reply::error_body(Some(api), refusal, message) }
-                }
-                Speaks::Mcp => respond::forbidden(self.engine.settings().denial, id, Some(op_label), None, why),
-            };
-            self.reply(&reply, None);
-            return Some(Action::Pause);
-        }
         let mut record = self.base_record(c, Some(op_label), None);
         record.model = model;
         self.enforce_limits(c, None, id, &mut record, speaks)
+    }
+
+    /// An ephemeral identity's request budget is spent last, only by a request about to be forwarded: one
+    /// refused by a grant, a limit or ExternalAuth costs nothing. Some(action): refused — `record`, the
+    /// request's decision record, becomes the denial (emitted) and the reply is sent in the request's shape.
+    pub(super) fn spend_budget(&self, principal: Option<&str>, speaks: Speaks, id: Option<&str>, op_name: Option<&str>, target: Option<&str>, record: &mut AuditRecord<'_>) -> Option<Action> {
+        let why = self.engine.ephemeral(principal).and_then(crate::agent::budget_refusal)?;
+        record.decision = "deny";
+        record.reason = why;
+        self.emit(record);
+        let reply = match speaks {
+            Speaks::Mcp => respond::forbidden(self.engine.settings().denial, id, op_name, target, why),
+            Speaks::A2a(binding) => a2a::denial_reply(binding, id, why),
+            // LLM APIs are refused to ephemeral identities before this (http/llm.rs); fail closed all the same.
+            Speaks::Llm(api) => {
+                let refusal = grantwall_core::llm::reply::Refusal::IdentityExhausted;
+                Reply { status: refusal.status(), body: grantwall_core::llm::reply::error_body(Some(api), refusal, why) }
+            }
+        };
+        self.reply(&reply, None);
+        Some(Action::Pause)
     }
 
     /// A request body larger than the caller's context budget: 413 with a JSON-RPC error.
@@ -237,6 +233,11 @@ impl GrantwallHttp {
                 record.level = s.allow_level;
                 record.policy = s.allow_policy.as_deref();
                 record.rule = s.allow_rule.as_deref();
+                let op_name = record.mcp_method;
+                if let Some(action) = self.spend_budget(s.principal.as_deref(), s.speaks, s.id.as_deref(), op_name, s.op_target.as_deref(), &mut record) {
+                    self.drop_response_watches();
+                    return action;
+                }
                 self.emit(&record);
                 if !resumed {
                     return Action::Continue;
