@@ -28,6 +28,15 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// [`Engine::decide_a2a`]: both levels must allow.
+pub struct A2aDecision<'e> {
+    pub allowed: bool,
+    /// The Gateway level (and an ephemeral identity's permission).
+    pub gateway: Decision<'e>,
+    /// The agent's grant.
+    pub grant: crate::a2a::Verdict<'e>,
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
@@ -428,6 +437,19 @@ impl Engine {
     /// The A2A agent a backend is, if it is one (its requests are read as A2A, not MCP).
     pub fn a2a(&self, backend: Option<BackendId>) -> Option<&crate::a2a::Agent> {
         backend_a2a(self, backend)
+    }
+
+    /// An A2A call's grant: the Gateway level (KAN policies; for an ephemeral identity its parent's decision
+    /// AND its permission on the agent) and the agent's own GrantwallA2APolicy grant — judged for the parent
+    /// when the caller is an ephemeral identity, so a rule naming the sub-agent itself grants it nothing.
+    /// None when the backend is not an A2A agent. Push URLs and task ownership are judged by the filter on
+    /// the call's body and its run-time task table.
+    pub fn decide_a2a(&self, req: &Request<'_>, op: crate::a2a::Operation) -> Option<A2aDecision<'_>> {
+        let agent = self.a2a(req.backend)?;
+        let gateway = self.decide(req, None);
+        let grantee = self.ephemeral(req.principal).map_or(req.principal, |e| Some(e.parent.as_str()));
+        let grant = agent.decide(self.principal_index(grantee), op);
+        Some(A2aDecision { allowed: gateway.allowed && grant.allowed, gateway, grant })
     }
 
     /// The caller's index in the config's principals (what A2A rules name).

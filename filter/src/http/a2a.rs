@@ -134,13 +134,9 @@ impl GrantwallHttp {
         let engine = std::rc::Rc::clone(&self.engine);
         let Some(agent) = engine.a2a(captured.backend) else { return Action::Pause };
         let request = request_of(&engine, captured);
-        // An ephemeral identity: the Gateway level is its parent's decision narrowed by its own permission on
-        // this agent (engine), and the agent's grant is its parent's — a rule naming the sub-agent itself
-        // grants it nothing more.
-        let gateway = engine.decide(&request, None);
-        let grantee = engine.ephemeral(request.principal).map_or(request.principal, |e| Some(e.parent.as_str()));
-        let verdict = agent.decide(engine.principal_index(grantee), call.op);
-        let refusal = if !gateway.allowed || !verdict.allowed {
+        let Some(decision) = engine.decide_a2a(&request, call.op) else { return Action::Pause };
+        let (gateway, verdict) = (decision.gateway, decision.grant);
+        let refusal = if !decision.allowed {
             Some("default-deny")
         } else if call.push_urls.iter().any(|u| !a2a::push_url_allowed(u, &agent.config.push_url_prefixes)) {
             Some("push-url-refused")
