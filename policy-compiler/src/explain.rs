@@ -10,6 +10,8 @@
 //! The "why" (which rules name the caller, which part of a rule failed) is computed with the same engine too:
 //! each part of a rule is evaluated alone in a one-rule config.
 
+mod a2a;
+
 use grantwall_core::audit::AuditRecord;
 use grantwall_core::config::{Config, McpMatch, Policy, Rule, Target, CONFIG_VERSION};
 use grantwall_core::engine::{Decision, Engine, LevelOutcome, Request, Route};
@@ -42,6 +44,8 @@ pub struct ExplainRequest {
     pub headers: Vec<(String, String)>,
     /// JSON-RPC method of the POST body.
     pub mcp: Option<String>,
+    /// An A2A operation (canonical name) on a GrantwallA2AAgent, instead of `mcp`.
+    pub a2a: Option<String>,
     pub target: Option<TargetArg>,
     /// `params.arguments`, raw JSON text, passed through the parser; CEL rules read it as `request.mcp.arguments`.
     pub args: Option<String>,
@@ -120,6 +124,17 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         ..AuditRecord::default()
     };
     let ctx = Ctx { config: &config, req, principal, backend_name, gateway_name, method: &method, path: &path };
+    // An A2A agent's requests are read as A2A, never as MCP (filter/src/http/a2a.rs).
+    let a2a_op = match (&req.a2a, engine.a2a(backend).is_some()) {
+        (Some(op), true) if req.mcp.is_none() => Some(a2a::operation(op)?),
+        (Some(_), true) => return Err("--a2a and --mcp: an A2A call carries an A2A operation, not an MCP message".into()),
+        (Some(_), false) => return Err(format!("--a2a names an A2A operation, but {} is not a GrantwallA2AAgent: name one with --backend NAMESPACE/NAME", ctx.target_desc())),
+        (None, true) => {
+            let why = if req.mcp.is_some() { "its requests are read as A2A, never as MCP" } else { "say which operation" };
+            return Err(format!("{} is a GrantwallA2AAgent: {why}; use --a2a OPERATION (SendMessage, GetTask, ...)", ctx.target_desc()));
+        }
+        (None, false) => None,
+    };
 
     // As the filter: a request no policy applies to is allowed without inspection (never an ephemeral
     // identity's: it has only its permissions).
@@ -146,6 +161,9 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         // The claims given with --claims, as if their token had been verified; without, an empty map.
         jwt_claims: req.claims.as_ref(),
     };
+    if let Some(op) = a2a_op {
+        return a2a::explain(&engine, &ctx, &request, op, base);
+    }
     let on_mcp_path = route.is_some_and(|r| r.mcp_endpoint);
     let content_type = header("content-type").or(req.mcp.as_ref().map(|_| "application/json"));
     let is_json = content_type.is_some_and(is_json_media_type);

@@ -62,7 +62,7 @@ Exit status: 0 success, 1 invalid input, 2 bad command line."
         long_about = cmd::explain::LONG_ABOUT,
         after_long_help = cmd::explain::AFTER_HELP
     )]
-    Explain(cmd::explain::ExplainArgs),
+    Explain(Box<cmd::explain::ExplainArgs>),
     /// Print tool-definition pins (a GrantwallToolPolicy) for the tools in a saved tools/list response.
     #[command(
         long_about = "Print tool-definition pins for the tools in a saved tools/list response, as a \
@@ -226,7 +226,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Compile(args) => run_compile(args),
         Command::Package(args) => cmd::package::run(args),
-        Command::Explain(args) => cmd::explain::run(args),
+        Command::Explain(args) => cmd::explain::run(*args),
         Command::Schema { output } => run_schema(output.as_deref()),
         Command::Pins(args) => run_pins(args),
     }

@@ -77,3 +77,40 @@ fn errors_name_object_and_field() {
     let errs = compile_err(&format!("{AGENT}{}", POLICY.replace("  - name: anyone-reads", "  - name: alice")));
     assert!(errs.iter().any(|e| e.contains("spec.rules: AccessRule names must be unique")), "{errs:?}");
 }
+
+#[test]
+fn explain_judges_a2a_calls_with_the_filters_code() {
+    use grantwall_policy_compiler::explain::{explain, ExplainRequest};
+    let json = serde_json::to_vec(&compile_ok(&format!("{AGENT}{POLICY}"))).unwrap();
+    let alice = "spiffe://cluster.local/ns/agents/sa/alice";
+    let ask = |principal: Option<&str>, op: &str| ExplainRequest {
+        principal: principal.map(str::to_owned),
+        backend: Some("agents/agent-b".into()),
+        method: "POST".into(),
+        a2a: Some(op.into()),
+        ..ExplainRequest::default()
+    };
+    let record = |x: &grantwall_policy_compiler::explain::Explanation| serde_json::from_str::<serde_json::Value>(&x.record_json).unwrap();
+
+    let x = explain(&json, &ask(Some(alice), "SendMessage")).unwrap();
+    assert!(x.allowed, "{}", x.human);
+    let r = record(&x);
+    assert_eq!((r["reason"].as_str(), r["policy"].as_str(), r["rule"].as_str()), (Some("rule-matched"), Some("agents/b-callers"), Some("alice")));
+    assert_eq!((r["mcpMethod"].as_str(), r["detail"].as_str(), r["level"].as_str()), (Some("SendMessage"), Some("a2a/jsonrpc"), Some("backend")));
+    // 0.3 names are the same operation, as in the filter.
+    assert_eq!(explain(&json, &ask(Some(alice), "message/send")).unwrap().record_json, x.record_json);
+
+    // The open rule grants reading to anyone; nothing else.
+    let bob = "spiffe://cluster.local/ns/agents/sa/bob";
+    assert!(explain(&json, &ask(Some(bob), "GetTask")).unwrap().allowed);
+    let x = explain(&json, &ask(Some(bob), "CancelTask")).unwrap();
+    assert!(!x.allowed);
+    assert_eq!((record(&x)["decision"].as_str(), record(&x)["reason"].as_str()), (Some("deny"), Some("default-deny")));
+    assert!(x.human.contains("rule anyone-reads of agents/b-callers names the caller, and grants: GetTask"), "{}", x.human);
+
+    // Misuse is an error that says what to do.
+    let mut mcp = ask(Some(alice), "SendMessage");
+    (mcp.a2a, mcp.mcp) = (None, Some("tools/list".into()));
+    assert!(explain(&json, &mcp).unwrap_err().contains("is a GrantwallA2AAgent: its requests are read as A2A, never as MCP"));
+    assert!(explain(&json, &ask(Some(alice), "SendMail")).unwrap_err().contains("not an A2A operation"));
+}

@@ -74,6 +74,15 @@ fn cli_doc_explain_examples_are_real_output() {
             assert!(cli.contains(line), "docs/cli.md lacks this line of `grantwall {}`:\n{line}", full.join(" "));
         }
     }
+    for args in [&["--sa", "agents/carol", "--a2a", "message/send"][..], &["--sa", "agents/alice", "--a2a", "SendMessage", "--json"]] {
+        let mut full = vec!["explain", "-f", "examples/a2a/", "--backend", "agents/agent-b"];
+        full.extend_from_slice(args);
+        let out = stdout(&grantwall(&root, &full, None));
+        assert!(!out.is_empty());
+        for line in out.lines() {
+            assert!(cli.contains(line), "docs/cli.md lacks this line of `grantwall {}`:\n{line}", full.join(" "));
+        }
+    }
 }
 
 #[test]

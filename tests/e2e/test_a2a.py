@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import time
 
 import httpx
 import pytest
@@ -294,3 +296,34 @@ def test_unrecognised_requests_and_grpc_are_refused(envoy, pki, client_cert, rec
     # Envoy turns a local reply to a gRPC request into a gRPC status (HTTP 200 + grpc-status).
     assert r.status_code == 415 or r.headers.get("grpc-status") not in (None, "0"), r.headers
     assert received.entries("request") == []
+
+
+@pytest.mark.parametrize("caller,method,outcome", [
+    ("alice", "SendMessage", "allow"),
+    ("bob", "SendStreamingMessage", "deny"),      # bob may send, not stream
+    ("carol", "message/send", "deny"),            # no grant; a 0.3 name
+])
+def test_explain_gives_the_filters_own_a2a_record(envoy, pki, client_cert, compiler_path, tmp_path, received,
+                                                  caller, method, outcome):
+    from .test_identity import audits
+    me = Caller(envoy, pki, client_cert(caller))
+    params = {"message": {"messageId": f"m-explain-{caller}", "role": "ROLE_USER", "parts": [{"text": "x"}]}}
+    if "/" in method:
+        params = {"message": {"kind": "message", "messageId": f"m-explain-{caller}", "role": "user",
+                              "parts": [{"kind": "text", "text": "x"}]}}
+    # Only this call's record: earlier tests' lines are flushed (every 100 ms) before the log is cut.
+    time.sleep(0.25)
+    envoy.clear_access_log()
+    out = me.rpc(method, params, id_=f"explain-{caller}")
+    assert ("error" in out) == (outcome == "deny"), out
+    [seen] = audits(envoy, lambda a: a.get("identity", "").endswith(f"/sa/{caller}"))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY)
+    done = subprocess.run([str(compiler_path), "explain", "-f", str(policy), "--backend", "agents/agent-b",
+                           "--sa", f"agents/{caller}", "--a2a", method, "--json"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == (0 if outcome == "allow" else 3), done.stderr
+    predicted = json.loads(done.stdout)
+    # The binding of a 0.3 call is a2a-0.3/jsonrpc in the filter's record; explain assumes 1.0.
+    if "/" in method:
+        seen["detail"] = "a2a/jsonrpc"
+    assert predicted == seen

@@ -99,6 +99,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "METHOD")]
     mcp: Option<String>,
 
+    /// An A2A operation on a GrantwallA2AAgent (--backend), by its canonical name: SendMessage, GetTask, ...
+    /// (0.3 names normalise to these).
+    #[arg(long, value_name = "OPERATION", conflicts_with_all = ["mcp", "tool", "prompt", "uri", "args"])]
+    a2a: Option<String>,
+
     /// The tool of a tools/call (params.name).
     #[arg(long, value_name = "NAME")]
     tool: Option<String>,
@@ -229,6 +234,7 @@ fn request(args: &ExplainArgs) -> Result<ExplainRequest, String> {
         port: args.port,
         headers,
         mcp: args.mcp.clone(),
+        a2a: args.a2a.clone(),
         target,
         args: args.args.clone(),
         claims: match &args.claims {
