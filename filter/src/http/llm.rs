@@ -203,8 +203,7 @@ impl GrantwallHttp {
         if let Some((why, reset)) = spent {
             return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::BudgetExhausted, &why, Some(reset));
         }
-        // What applies to all traffic through the gateway: context budget, ephemeral budgets, rate limits,
-        // fan-out caps.
+        // What applies to all traffic through the gateway: context budget, rate limits, fan-out caps.
         if let Some(action) = self.gateway_admission(captured, Speaks::Llm(api), api.as_str(), None, Some(&parsed.model), Some(size)) {
             self.llm = None;
             return action;
