@@ -74,6 +74,22 @@ impl Refusal {
     }
 }
 
+/// Why a POST to an LLM upstream on a path Grantwall does not inspect is refused (HTTP 404).
+pub const UNSUPPORTED_ENDPOINT: &str =
+    "this endpoint is not one Grantwall inspects on an LLM backend (chat/completions, completions, responses, embeddings, messages)";
+
+/// Why a caller the Gateway-level policies refuse is refused (the audit detail and the error message).
+pub const GATEWAY_REFUSED: &str = "the gateway's access policies do not allow this caller";
+
+/// Why an ephemeral identity is refused: its permissions name XBackends and A2A agents, never an LLM upstream.
+pub const EPHEMERAL_REFUSED: &str =
+    "an ephemeral identity may not call LLM APIs through the gateway (its permissions cannot name an LLM upstream); its parent can";
+
+/// Why a model is refused (the audit detail and the error message).
+pub fn model_denied(model: &str, principal: Option<&str>, backend: &str) -> String {
+    format!("model {model:?} is not granted to {} on {backend}", principal.unwrap_or("an unauthenticated caller"))
+}
+
 /// The body for a refusal, in the API family's own error shape.
 pub fn error_body(api: Option<Api>, refusal: Refusal, message: &str) -> String {
     let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"\"".into());

@@ -12,7 +12,7 @@ use super::{is_json_media_type, Captured, ExternalAsk, GrantwallHttp, Speaks};
 use crate::host::{self, CasWrite, HostError};
 use grantwall_core::engine::Request;
 use grantwall_core::llm::policy::{LlmBackendId, ModelDecision};
-use grantwall_core::llm::reply::{error_body, Refusal};
+use grantwall_core::llm::reply::{self, error_body, Refusal};
 use grantwall_core::llm::usage::{self, Usage};
 use grantwall_core::llm::{request, window, Api};
 use grantwall_core::sse::{self, SseSplitter};
@@ -108,8 +108,7 @@ impl GrantwallHttp {
         end_of_stream: bool,
     ) -> Action {
         let Some(api) = Api::from_path(&captured.path) else {
-            let why = "this endpoint is not one Grantwall inspects on an LLM backend (chat/completions, completions, responses, embeddings, messages)";
-            return self.llm_refuse(&captured, None, None, Refusal::UnsupportedEndpoint, why, None);
+            return self.llm_refuse(&captured, None, None, Refusal::UnsupportedEndpoint, reply::UNSUPPORTED_ENDPOINT, None);
         };
         let bad = if !content_type.is_some_and(is_json_media_type) {
             Some("LLM requests must be Content-Type: application/json")
@@ -160,23 +159,15 @@ impl GrantwallHttp {
         // Gateway-level XAccessPolicies apply to all traffic through the gateway, LLM requests included.
         let gateway_request = Request { backend: None, ..super::request_of(&engine, captured) };
         if engine.ephemeral(principal).is_some() {
-            // Its permissions name XBackends and A2A agents; none can name an LLM upstream or a model.
-            let why = "an ephemeral identity may not call LLM APIs through the gateway (its permissions cannot name an LLM upstream); its parent can";
-            return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, why, None);
+            return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, reply::EPHEMERAL_REFUSED, None);
         }
         if !engine.decide(&gateway_request, None).allowed {
-            let why = "the gateway's access policies do not allow this caller";
-            return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, why, None);
+            return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::Forbidden, reply::GATEWAY_REFUSED, None);
         }
         let llm = engine.llm();
         let decision = llm.decide_model(backend, principal, &parsed.model);
         if !decision.allowed() {
-            let why = format!(
-                "model {:?} is not granted to {} on {}",
-                parsed.model.as_ref(),
-                principal.unwrap_or("an unauthenticated caller"),
-                llm.backend_name(backend)
-            );
+            let why = reply::model_denied(&parsed.model, principal, llm.backend_name(backend));
             return self.llm_refuse(captured, Some(api), Some(&parsed.model), Refusal::ModelDenied, &why, None);
         }
         let budgets = llm.budgets(backend, principal);
