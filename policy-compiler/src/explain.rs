@@ -11,6 +11,7 @@
 //! each part of a rule is evaluated alone in a one-rule config.
 
 mod a2a;
+mod llm;
 
 use grantwall_core::audit::AuditRecord;
 use grantwall_core::config::{Config, McpMatch, Policy, Rule, Target, CONFIG_VERSION};
@@ -46,6 +47,9 @@ pub struct ExplainRequest {
     pub mcp: Option<String>,
     /// An A2A operation (canonical name) on a GrantwallA2AAgent, instead of `mcp`.
     pub a2a: Option<String>,
+    /// The `model` of an LLM request to an upstream a GrantwallModelPolicy names (found by `cluster` /
+    /// `authority`), instead of `mcp`.
+    pub model: Option<String>,
     pub target: Option<TargetArg>,
     /// `params.arguments`, raw JSON text, passed through the parser; CEL rules read it as `request.mcp.arguments`.
     pub args: Option<String>,
@@ -83,6 +87,20 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         return Err("--tool, --prompt, --uri and --args describe a JSON-RPC message: add --mcp METHOD".into());
     }
 
+    // As the filter: a POST to an LLM upstream is read as an LLM request before any XBackend routing.
+    let llm_backend = if method == "POST" { engine.llm().route(req.cluster.as_deref(), req.authority.as_deref().unwrap_or("")) } else { None };
+    match (&req.model, llm_backend) {
+        (Some(_), _) if req.backend.is_some() || req.mcp.is_some() || req.a2a.is_some() => {
+            return Err("--model describes an LLM request: find its upstream with --cluster or --authority (not --backend), without --mcp or --a2a".into())
+        }
+        (Some(_), None) => {
+            return Err(format!("--model: no LLM upstream of a GrantwallModelPolicy matches this {method} (give its Envoy --cluster or --authority)"))
+        }
+        (None, Some(id)) => {
+            return Err(format!("this POST goes to LLM upstream {}: say which model with --model MODEL", engine.llm().backend_name(id)))
+        }
+        _ => {}
+    }
     let backend_id = match &req.backend {
         Some(name) => Some(
             config
@@ -98,6 +116,9 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         None => None,
     };
     let path = req.path.clone().unwrap_or_else(|| {
+        if llm_backend.is_some() {
+            return llm::DEFAULT_PATH.to_string();
+        }
         backend_id
             .and_then(|id| config.backends.get(id as usize))
             .and_then(|b| b.paths.first().cloned())
@@ -136,13 +157,6 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         (None, false) => None,
     };
 
-    // As the filter: a request no policy applies to is allowed without inspection (never an ephemeral
-    // identity's: it has only its permissions).
-    if !engine.has_policies(backend) && engine.ephemeral(principal).is_none() {
-        let record = AuditRecord { decision: "allow", reason: "no-policy", ..base };
-        return Ok(Explanation { allowed: true, record_json: record.to_json(), human: ctx.no_policy() });
-    }
-
     let captured_headers: Vec<(String, String)> = engine
         .header_names()
         .iter()
@@ -161,6 +175,16 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
         // The claims given with --claims, as if their token had been verified; without, an empty map.
         jwt_claims: req.claims.as_ref(),
     };
+    if let (Some(model), Some(id)) = (&req.model, llm_backend) {
+        return llm::explain(&engine, &ctx, &request, id, model, base);
+    }
+    // As the filter: a request no policy applies to is allowed without inspection (never an ephemeral
+    // identity's: it has only its permissions).
+    if !engine.has_policies(backend) && engine.ephemeral(principal).is_none() {
+        let record = AuditRecord { decision: "allow", reason: "no-policy", ..base };
+        return Ok(Explanation { allowed: true, record_json: record.to_json(), human: ctx.no_policy() });
+    }
+
     if let Some(op) = a2a_op {
         return a2a::explain(&engine, &ctx, &request, op, base);
     }

@@ -71,3 +71,40 @@ fn mistakes_name_the_object_and_field() {
         );
     }
 }
+
+#[test]
+fn explain_judges_llm_requests_with_the_filters_code() {
+    use grantwall_policy_compiler::explain::{explain, ExplainRequest};
+    let spec = "  envoyClusters: [\"outbound|443||api.openai.com\"]\n  rules:\n  - name: prod-gpt4\n    source: {type: Namespace, namespace: production}\n    models: [\"gpt-4*\"]\n  budgets:\n  - {name: daily, tokens: 1000, window: 24h, source: {type: Namespace, namespace: production}}\n";
+    let json = serde_json::to_vec(&run(&policy(spec)).unwrap()).unwrap();
+    let ask = |ns: &str, model: &str, path: Option<&str>| ExplainRequest {
+        principal: Some(format!("spiffe://cluster.local/ns/{ns}/sa/agent")),
+        cluster: Some("outbound|443||api.openai.com".into()),
+        method: "POST".into(),
+        path: path.map(str::to_owned),
+        model: Some(model.into()),
+        ..ExplainRequest::default()
+    };
+    let record = |x: &grantwall_policy_compiler::explain::Explanation| serde_json::from_str::<serde_json::Value>(&x.record_json).unwrap();
+
+    let x = explain(&json, &ask("production", "gpt-4o", None)).unwrap();
+    assert!(x.allowed, "{}", x.human);
+    let r = record(&x);
+    assert_eq!((r["mcpMethod"].as_str(), r["model"].as_str(), r["rule"].as_str()), (Some("chat.completions"), Some("gpt-4o"), Some("prod-gpt4")));
+    assert!(x.human.contains("token budget daily of ai/models: 1000 tokens per 86400 s"), "{}", x.human);
+
+    let x = explain(&json, &ask("production", "o3", Some("/v1/responses"))).unwrap();
+    assert!(!x.allowed);
+    let r = record(&x);
+    assert_eq!((r["reason"].as_str(), r["mcpMethod"].as_str()), (Some("model-denied"), Some("responses")));
+    assert_eq!(r["detail"], "model \"o3\" is not granted to spiffe://cluster.local/ns/production/sa/agent on cluster outbound|443||api.openai.com");
+
+    let x = explain(&json, &ask("production", "gpt-4o", Some("/v1/audio/speech"))).unwrap();
+    assert_eq!((x.allowed, record(&x)["reason"].as_str()), (false, Some("llm-unsupported-endpoint")));
+
+    // The upstream is found as the filter finds it; a POST to it needs --model, --model needs an upstream.
+    let elsewhere = ExplainRequest { cluster: Some("outbound|443||other".into()), ..ask("production", "gpt-4o", None) };
+    assert!(explain(&json, &elsewhere).unwrap_err().contains("no LLM upstream of a GrantwallModelPolicy matches"));
+    let no_model = ExplainRequest { model: None, ..ask("production", "gpt-4o", None) };
+    assert!(explain(&json, &no_model).unwrap_err().contains("say which model with --model"));
+}

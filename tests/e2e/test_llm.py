@@ -448,3 +448,26 @@ def test_the_openai_sdk_sees_its_own_error_types(envoy, agent, pki, client_cert,
     assert limited.value.status_code == 429 and limited.value.code == "token_budget_exceeded"
     assert 0 < int(limited.value.response.headers["retry-after"]) <= 3600
     assert received.requests() == []
+
+
+@pytest.mark.parametrize("namespace,path,model", [
+    ("production", CHAT, "gpt-4o-mini"),          # granted by rule
+    ("production", CHAT, "o3"),                   # model-denied
+    ("development", "/v1/messages", "claude-sonnet-4"),
+    ("production", "/v1/audio/speech", "tts-1"),  # not an endpoint Grantwall reads: 404
+])
+def test_explain_gives_the_filters_own_llm_record(envoy, agent, received, compiler_path, tmp_path, namespace, path, model):
+    import subprocess
+    body = chat(model) if path != "/v1/messages" else {"model": model, "max_tokens": 5,
+                                                        "messages": [{"role": "user", "content": "hi"}]}
+    time.sleep(0.25)          # earlier tests' lines are flushed (every 100 ms) before the log is cut
+    envoy.clear_access_log()
+    resp = agent(namespace).post(envoy.url(path), json=body)
+    envoy.wait_access_log(count=1)
+    [seen] = [a for a in envoy.audits() if a and a["reason"] != "llm-usage"]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(docs_policies() + "---\n" + TEST_POLICY.read_text())
+    done = subprocess.run([str(compiler_path), "explain", "-f", str(policy), "--cluster", LLM_CLUSTER, "--sa", f"{namespace}/agent",
+                           "--model", model, "--path", path, "--json"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == (0 if resp.status_code == 200 else 3), (done.stderr, resp.text)
+    assert json.loads(done.stdout) == seen

@@ -104,6 +104,11 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "OPERATION", conflicts_with_all = ["mcp", "tool", "prompt", "uri", "args"])]
     a2a: Option<String>,
 
+    /// The `model` of an LLM request (POST to an OpenAI-compatible or Anthropic path, default
+    /// /v1/chat/completions) to an upstream of a GrantwallModelPolicy, found by --cluster or --authority.
+    #[arg(long, value_name = "MODEL", conflicts_with_all = ["mcp", "a2a", "tool", "prompt", "uri", "args", "backend"])]
+    model: Option<String>,
+
     /// The tool of a tools/call (params.name).
     #[arg(long, value_name = "NAME")]
     tool: Option<String>,
@@ -235,6 +240,7 @@ fn request(args: &ExplainArgs) -> Result<ExplainRequest, String> {
         headers,
         mcp: args.mcp.clone(),
         a2a: args.a2a.clone(),
+        model: args.model.clone(),
         target,
         args: args.args.clone(),
         claims: match &args.claims {
