@@ -8,6 +8,9 @@
 //! Every check fails closed: an unknown `kid`, an algorithm the key was not configured for (`none`, HS/RS
 //! confusion), a missing `exp`, an audience we do not serve (no token passthrough) all refuse the token.
 
+mod cache;
+pub use cache::{TokenCache, DEFAULT_CAPACITY as TOKEN_CACHE_CAPACITY};
+
 use crate::identity::is_spiffe_id;
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
 use jwt_simple::prelude::*;

@@ -8,7 +8,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
 use grantwall_core::identity::{with_token, Identity, IdentityError, IdentitySource};
-use grantwall_core::jwt::{oidc_principal, JwtProvider, JwtSettings, Jwk, Verifier};
+use grantwall_core::jwt::{oidc_principal, JwtProvider, JwtSettings, Jwk, TokenCache, Verifier};
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -424,20 +424,90 @@ fn write_fixtures() {
     std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt_keys.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 }
 
-/// Verification cost per algorithm (printed, not asserted): `cargo test --release -p grantwall-core --test jwt -- --ignored --nocapture verify_cost`.
-#[cfg(not(target_arch = "wasm32"))]
+// --- The per-worker cache of verified tokens -------------------------------------------------------
+
+/// A verifier with no providers refuses every token: a call that still succeeds came from the cache.
+fn refuses_everything() -> Verifier {
+    verifier(vec![])
+}
+
 #[test]
-#[ignore]
-fn verify_cost() {
+fn a_cached_token_is_not_verified_again_until_it_expires() {
     let m = material(0);
-    for alg in ALGS {
-        let (s, v) = one_alg(&m, alg);
-        let token = s.sign(claims(ISS, "agent-7", AUD));
-        let n = 2000;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            v.verify(&token, NOW).unwrap();
-        }
-        println!("{alg}: {:.1} µs per verify", start.elapsed().as_secs_f64() * 1e6 / f64::from(n));
+    let (s, v) = one_alg(m, "EdDSA");
+    let token = s.sign(claims(ISS, "agent-7", AUD));
+    let mut cache = TokenCache::new(8);
+    let first = cache.verify(&v, &token, NOW).unwrap();
+    assert_eq!(cache.len(), 1);
+    assert_eq!(cache.verify(&refuses_everything(), &token, NOW + 599).unwrap(), first, "a hit skips verification");
+    // At `exp` the cache no longer answers: full verification decides (here: a verifier that refuses).
+    assert!(cache.verify(&refuses_everything(), &token, NOW + 600).is_err());
+    assert!(cache.is_empty(), "the expired entry is dropped");
+    // Full verification still applies the provider's clock skew past `exp` (60 s by default).
+    assert_eq!(cache.verify(&v, &token, NOW + 630).unwrap().principal, first.principal);
+}
+
+#[test]
+fn a_token_that_differs_in_one_byte_is_not_a_hit() {
+    let m = material(0);
+    let (s, v) = one_alg(m, "EdDSA");
+    let token = s.sign(claims(ISS, "agent-7", AUD));
+    let mut cache = TokenCache::new(8);
+    cache.verify(&v, &token, NOW).unwrap();
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(cache.verify(&v, &forged, NOW).is_err(), "a changed signature is verified, and refused");
+    assert!(cache.verify(&refuses_everything(), &forged, NOW).is_err());
+}
+
+#[test]
+fn refused_tokens_are_never_cached() {
+    let m = material(0);
+    let (s, v) = one_alg(m, "EdDSA");
+    let wrong_audience = s.sign(claims(ISS, "agent-7", "another-service"));
+    let mut cache = TokenCache::new(8);
+    for _ in 0..3 {
+        assert!(cache.verify(&v, &wrong_audience, NOW).is_err());
     }
+    assert!(cache.is_empty());
+}
+
+#[test]
+fn the_cache_is_bounded_and_evicts_the_oldest_token() {
+    let m = material(0);
+    let (s, v) = one_alg(m, "EdDSA");
+    let tokens: Vec<String> = (0..3).map(|i| s.sign(claims(ISS, &format!("agent-{i}"), AUD))).collect();
+    let mut cache = TokenCache::new(2);
+    for t in &tokens {
+        cache.verify(&v, t, NOW).unwrap();
+    }
+    assert_eq!(cache.len(), 2);
+    assert!(cache.verify(&refuses_everything(), &tokens[0], NOW).is_err(), "the oldest was evicted");
+    for t in &tokens[1..] {
+        assert!(cache.verify(&refuses_everything(), t, NOW).is_ok(), "the newer two are still cached");
+    }
+    // An expired entry makes room before any live one is evicted.
+    let short = {
+        let mut c = claims(ISS, "agent-short", AUD);
+        c.expires_at = Some(UnixTimeStamp::from_secs(NOW + 5));
+        s.sign(c)
+    };
+    let mut cache = TokenCache::new(2);
+    cache.verify(&v, &short, NOW).unwrap();
+    cache.verify(&v, &tokens[0], NOW).unwrap();
+    cache.verify(&v, &tokens[1], NOW + 10).unwrap();
+    assert!(cache.verify(&refuses_everything(), &tokens[0], NOW + 10).is_ok(), "the live entry stayed");
+}
+
+#[test]
+fn a_zero_capacity_cache_verifies_every_time() {
+    let m = material(0);
+    let (s, v) = one_alg(m, "EdDSA");
+    let token = s.sign(claims(ISS, "agent-7", AUD));
+    let mut cache = TokenCache::new(0);
+    cache.verify(&v, &token, NOW).unwrap();
+    assert!(cache.is_empty());
+    assert!(cache.verify(&refuses_everything(), &token, NOW).is_err());
 }

@@ -5,7 +5,29 @@
 //! verify is refused rather than passed to the upstream (no token passthrough).
 
 use crate::host;
-use grantwall_core::jwt::{JwtSettings, TokenIdentity, Verifier};
+use grantwall_core::jwt::{JwtSettings, TokenCache, TokenIdentity, Verifier, TOKEN_CACHE_CAPACITY};
+use std::cell::RefCell;
+
+/// One config's token keys (parsed once) and this worker's cache of tokens they verified. A new config
+/// gets a new `Tokens`, so a rotated key or a changed audience never meets a token cached under the old one.
+pub struct Tokens {
+    verifier: Verifier,
+    cache: RefCell<TokenCache>,
+}
+
+impl Tokens {
+    pub fn new(verifier: Verifier) -> Tokens {
+        Tokens { verifier, cache: RefCell::new(TokenCache::new(TOKEN_CACHE_CAPACITY)) }
+    }
+
+    fn verify(&self, token: &str, now: u64) -> Result<TokenIdentity, grantwall_core::jwt::TokenError> {
+        match self.cache.try_borrow_mut() {
+            Ok(mut cache) => cache.verify(&self.verifier, token, now),
+            // Not reachable (one request at a time per worker), but never a panic: verify uncached.
+            Err(_) => self.verifier.verify(token, now),
+        }
+    }
+}
 
 /// Why the request gets a 401, and the `WWW-Authenticate` value (RFC 6750, MCP authorization).
 pub struct Challenge {
@@ -20,11 +42,12 @@ pub struct HostFailure;
 /// The verified token of this request, if any; `Err(Ok(challenge))` refuses with 401. `headers` are the
 /// request headers the glue already read (one host call for all of them).
 pub fn authenticate(
-    verifier: &Verifier,
+    tokens: &Tokens,
     settings: &JwtSettings,
     backend: Option<&str>,
     headers: &host::HeaderMap,
 ) -> Result<Option<TokenIdentity>, Result<Challenge, HostFailure>> {
+    let verifier = &tokens.verifier;
     if verifier.is_empty() {
         return Ok(None);
     }
@@ -54,7 +77,7 @@ pub fn authenticate(
         };
     };
     let now = host::current_time_nanos().map_err(|_| Err(HostFailure))? / 1_000_000_000;
-    let identity = verifier.verify(&token, now).map_err(|e| Ok(invalid(e.0, metadata)))?;
+    let identity = tokens.verify(&token, now).map_err(|e| Ok(invalid(e.0, metadata)))?;
     let forward = verifier.provider(identity.provider).is_some_and(|p| p.forward_token);
     if !forward {
         host::remove_request_header(header).map_err(|_| Err(HostFailure))?;

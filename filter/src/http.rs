@@ -12,7 +12,7 @@ mod a2a;
 mod admission;
 
 use crate::agent;
-use crate::auth;
+use crate::auth::{self, Tokens};
 use crate::host;
 use crate::metrics::Metrics;
 use crate::response::{BodyStep, ListStats, ListWatch, StreamFindings, StreamWatch};
@@ -22,7 +22,7 @@ use grantwall_core::cel::Timestamp;
 use grantwall_core::engine::{BackendId, Engine, Request};
 use grantwall_core::identity::{self, Identity};
 use grantwall_core::jsonrpc::{self, ParseError};
-use grantwall_core::jwt::{TokenIdentity, Verifier};
+use grantwall_core::jwt::TokenIdentity;
 use grantwall_core::listfilter::{ListItem, ListKind};
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders, HEADER_MISMATCH_CODE};
 use grantwall_core::respond::{self, Reply};
@@ -41,7 +41,7 @@ const AUDIT_PROPERTY: &str = "grantwall_audit";
 
 pub struct GrantwallHttp {
     engine: Rc<Engine>,
-    verifier: Rc<Verifier>,
+    tokens: Rc<Tokens>,
     metrics: Rc<Metrics>,
     /// Set while the body of an inspected POST is being buffered.
     pending: Option<Captured>,
@@ -102,10 +102,10 @@ struct Refusal {
 }
 
 impl GrantwallHttp {
-    pub fn new(engine: Rc<Engine>, verifier: Rc<Verifier>, metrics: Rc<Metrics>) -> Self {
+    pub fn new(engine: Rc<Engine>, tokens: Rc<Tokens>, metrics: Rc<Metrics>) -> Self {
         GrantwallHttp {
             engine,
-            verifier,
+            tokens,
             metrics,
             pending: None,
             #[cfg(feature = "trap-test")]
@@ -151,7 +151,7 @@ impl GrantwallHttp {
         let identity = identity::resolve(peer.as_deref(), xfcc.as_deref(), trust)
             .map_err(|e| refusal(400, -32600, "identity-error", e.message()))?;
         let jwt = &engine.settings().identity.jwt;
-        let token = match auth::authenticate(&self.verifier, jwt, backend.and_then(|b| engine.backend_name(b)), &headers) {
+        let token = match auth::authenticate(&self.tokens, jwt, backend.and_then(|b| engine.backend_name(b)), &headers) {
             Ok(token) => token,
             Err(Ok(ch)) => {
                 return Err(Refusal { status: 401, code: -32001, reason: ch.reason, message: ch.message, www_authenticate: Some(ch.www_authenticate) })

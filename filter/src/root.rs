@@ -8,6 +8,7 @@
 //! the policy it started under. Nothing else is kept per root today; state that must outlive a config (rate
 //! limits, bindings) belongs in Proxy-Wasm shared data, which Envoy keys by `vm_id`, not by root context.
 
+use crate::auth::Tokens;
 use crate::http::GrantwallHttp;
 use crate::metrics::Metrics;
 use grantwall_core::engine::Engine;
@@ -19,8 +20,9 @@ use std::rc::Rc;
 #[derive(Default)]
 pub struct GrantwallRoot {
     engine: Option<Rc<Engine>>,
-    /// Token keys parsed once per config (RSA/EC key parsing is not per request).
-    verifier: Option<Rc<Verifier>>,
+    /// Token keys parsed once per config (RSA/EC key parsing is not per request), and the tokens they
+    /// verified on this worker.
+    tokens: Option<Rc<Tokens>>,
     metrics: Option<Rc<Metrics>>,
 }
 
@@ -45,7 +47,7 @@ impl RootContext for GrantwallRoot {
                     log::error!("grantwall: could not prepare the shared rate-limit tables (host status {}); the plugin refuses to start", e.0);
                     return false;
                 }
-                self.verifier = Some(Rc::new(verifier));
+                self.tokens = Some(Rc::new(Tokens::new(verifier)));
                 log::info!("grantwall: config loaded ({} bytes)", config.len());
                 crate::agent::ensure_counters(&engine);
                 self.engine = Some(Rc::new(engine));
@@ -63,9 +65,9 @@ impl RootContext for GrantwallRoot {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let engine = Rc::clone(self.engine.as_ref()?);
-        let verifier = Rc::clone(self.verifier.as_ref()?);
+        let tokens = Rc::clone(self.tokens.as_ref()?);
         let metrics = Rc::clone(self.metrics.as_ref()?);
-        Some(Box::new(GrantwallHttp::new(engine, verifier, metrics)))
+        Some(Box::new(GrantwallHttp::new(engine, tokens, metrics)))
     }
 
     fn get_type(&self) -> Option<ContextType> {
