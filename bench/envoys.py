@@ -42,21 +42,24 @@ def http_filters(boot: dict) -> list[dict]:
 
 
 def render(kind: str, *, upstream_port: int, grants: int = 10, wasm: Path | None = None,
-           audit_log: bool = False) -> dict:
-    """A bootstrap for `kind` with this run's upstream port and policy."""
+           audit_log: bool = False, jwt: bool = False) -> dict:
+    """A bootstrap for `kind` with this run's upstream port and policy; `jwt`: callers present tokens."""
     boot = template(kind)
     cluster = boot["static_resources"]["clusters"][0]
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     endpoint["address"]["socket_address"]["port_value"] = upstream_port
     filters = {f["name"]: f for f in http_filters(boot)}
     if kind == "native":
-        filters["envoy.filters.http.rbac"]["typed_config"]["rules"] = policies.native_rbac(grants)
+        filters["envoy.filters.http.rbac"]["typed_config"]["rules"] = policies.native_rbac(grants, jwt=jwt)
+        if jwt:
+            http_filters(boot).insert(0, {"name": "envoy.filters.http.jwt_authn",
+                                          "typed_config": policies.native_jwt_authn()})
     elif kind == "grantwall":
         if wasm is None:
             raise ValueError("the grantwall configuration needs the .wasm path")
         plugin = filters["grantwall"]["typed_config"]["config"]
         plugin["vm_config"]["code"] = {"local": {"filename": str(wasm)}}
-        plugin["configuration"]["value"] = json.dumps(policies.grantwall_config(grants, audit_log=audit_log),
+        plugin["configuration"]["value"] = json.dumps(policies.grantwall_config(grants, audit_log=audit_log, jwt=jwt),
                                                       separators=(",", ":"))
     return boot
 

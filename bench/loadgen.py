@@ -52,10 +52,13 @@ class Run:
         return {**asdict(self), "cpu_us_per_request": round(self.cpu_us_per_request, 2)}
 
 
-def run_wrk(envoy: BenchEnvoy, *, body_file: Path, xfcc: str, seconds: float, connections: int,
+def run_wrk(envoy: BenchEnvoy, *, body_file: Path, headers: dict[str, str], seconds: float, connections: int,
             cpu: int | None, path: str = policies.MCP_PATH, config: str = "", scenario: str = "", rep: int = 0) -> Run:
-    """One timed wrk run against `envoy` (1 thread, `connections` keep-alive connections)."""
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_XFCC": xfcc}
+    """One timed wrk run against `envoy` (1 thread, `connections` keep-alive connections); `headers` name
+    the caller (x-forwarded-client-cert and/or authorization)."""
+    env = {**os.environ, "BENCH_BODY_FILE": str(body_file),
+           "BENCH_XFCC": headers.get("x-forwarded-client-cert", ""),
+           "BENCH_AUTHORIZATION": headers.get("authorization", "")}
     cmd = pinned([wrk_binary(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
                   "-s", str(WRK_SCRIPT), envoy.url(path)], cpu)
     upstream_before, cpu_before = envoy.upstream_requests(), envoy.cpu_seconds()

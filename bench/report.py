@@ -45,7 +45,7 @@ def rows(plan: Plan, results: dict[str, list[Run]]) -> list[dict]:
     out = []
     for g in plan.groups:
         base = next((c for c in plan.cells if c.instance.kind == "passthrough" and c.size == g.size
-                     and c.op == g.cells[0].op), None)
+                     and c.op == g.cells[0].op and c.auth == g.cells[0].auth), None)
         base_s = stats.get(base.key) if base else None
         for cell in g.cells:
             s = stats.get(cell.key)
@@ -78,7 +78,8 @@ def markdown_table(plan: Plan, results: dict[str, list[Run]], not_yet: list[tupl
         s = row["stats"]
         scenario = c.scenario
         if c.instance.kind == "passthrough":
-            scenario = f"tools/call {size_label(c.size)} (baseline)" if c.op == "call" else f"{c.scenario} (baseline)"
+            jwt = ", JWT" if c.auth == "jwt" else ""
+            scenario = f"tools/call {size_label(c.size)}{jwt} (baseline)" if c.op == "call" else f"{c.scenario} (baseline)"
         elif c.op == "list":
             scenario += " — filtered to 10" if c.instance.kind == "grantwall" else " — unfiltered (no list filtering)"
         lines.append(

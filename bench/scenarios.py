@@ -26,18 +26,21 @@ class Instance:
     kind: str                      # passthrough | native | grantwall
     grants: int = 10
     audit_log: bool = False
+    jwt: bool = False              # callers present a service-account token (native: + jwt_authn)
 
     @property
     def name(self) -> str:
         if self.kind == "passthrough":
             return "passthrough"
-        suffix = "+audit" if self.audit_log else ""
+        suffix = ("+audit" if self.audit_log else "") + ("+jwt" if self.jwt else "")
         return f"{self.kind}{suffix}-{self.grants}"
 
     @property
     def label(self) -> str:
-        return {"passthrough": "pass-through", "native": "native MCP+RBAC",
-                "grantwall": "Grantwall"}[self.kind] + (" (audit log on)" if self.audit_log else "")
+        base = {"passthrough": "pass-through", "native": "native MCP+RBAC", "grantwall": "Grantwall"}[self.kind]
+        if self.jwt and self.kind == "native":
+            base = "native jwt_authn+MCP+RBAC"
+        return base + (" (audit log on)" if self.audit_log else "")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Cell:
     grants: int
     verdict: str                   # allow | deny: what the policy says about the request
     op: str = "call"               # call: tools/call; list: tools/list of LIST_TOOLS tools, filtered per caller
+    auth: str = "xfcc"             # how the caller is named: xfcc (trusted header) | jwt (bearer token)
 
     @property
     def tool(self) -> str:
@@ -65,6 +69,12 @@ class Cell:
     def body(self) -> bytes:
         return policies.tools_list_body() if self.op == "list" else policies.tools_call_body(self.size, self.tool)
 
+    def headers(self) -> dict[str, str]:
+        """The caller's identity header: a trusted XFCC, or `Authorization: Bearer <service-account token>`."""
+        if self.auth == "jwt":
+            return {"authorization": policies.authorization(self.grants)}
+        return {"x-forwarded-client-cert": policies.xfcc(self.grants)}
+
     @property
     def forwarded(self) -> bool:
         """Whether the request must reach the upstream (pass-through forwards everything)."""
@@ -74,11 +84,12 @@ class Cell:
     def scenario(self) -> str:
         if self.op == "list":
             return f"tools/list of {policies.LIST_TOOLS} tools, {self.grants:,} grants"
-        return f"tools/call {size_label(self.size)}, {self.grants:,} grants, {self.verdict}"
+        jwt = ", JWT (RS256)" if self.auth == "jwt" else ""
+        return f"tools/call {size_label(self.size)}, {self.grants:,} grants{jwt}, {self.verdict}"
 
     @property
     def key(self) -> str:
-        return f"{self.instance.name}|{self.op}|{self.size}|{self.verdict}"
+        return f"{self.instance.name}|{self.op}|{self.size}|{self.verdict}|{self.auth}"
 
 
 @dataclass
@@ -125,6 +136,19 @@ def group(size: int, grants: int, *, passthrough: bool = True, audit: bool = Fal
     return g
 
 
+def jwt_group(size: int = KIB, grants: int = 10) -> Group:
+    """The caller presents a Kubernetes service-account token (RS256) instead of an XFCC header. Pass-through
+    forwards it; native runs Envoy's jwt_authn in front of MCP + RBAC; Grantwall verifies it itself. Both
+    cache verified tokens, so this is the steady state of an agent reusing its token (the first sight of a
+    token costs one signature check: the `jwt/verify *` micro-benchmarks)."""
+    g = Group(size=size, grants=grants)
+    g.cells.append(Cell(Instance("passthrough"), size, grants, "allow", auth="jwt"))
+    for verdict in ("allow", "deny"):
+        g.cells.append(Cell(Instance("native", grants, jwt=True), size, grants, verdict, auth="jwt"))
+        g.cells.append(Cell(Instance("grantwall", grants, jwt=True), size, grants, verdict, auth="jwt"))
+    return g
+
+
 def list_group(grants: int = 10) -> Group:
     """tools/list answered with 100 tools: Grantwall filters it to the caller's 10; the native chain has no
     list filtering (KAN lets anyone list tools) and forwards all 100, like pass-through."""
@@ -140,15 +164,14 @@ def full_plan(*, seconds: float, reps: int, connections: int) -> Plan:
     # Policy size: 1 KiB bodies; the pass-through baseline is the 1 KiB group's.
     groups += [group(KIB, g, passthrough=False) for g in (1_000, 100_000)]
     groups.append(list_group())
+    groups.append(jwt_group())
     return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
 
 
 def quick_plan(*, seconds: float, reps: int, connections: int) -> Plan:
-    groups = [group(KIB, 10), group(KIB, 1_000, passthrough=False), list_group()]
+    groups = [group(KIB, 10), group(KIB, 1_000, passthrough=False), list_group(), jwt_group()]
     return Plan(groups, seconds=seconds, reps=reps, warmup_seconds=1.0, connections=connections)
 
 
 # Scenario slots the issue asks for that this harness does not measure yet.
-NOT_YET = [
-    ("JWT verification", "not measured yet: JWT sources (#5) landed after this harness; needs a token-bearing caller"),
-]
+NOT_YET: list[tuple[str, str]] = []

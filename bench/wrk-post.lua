@@ -1,5 +1,6 @@
 -- wrk script: POST one fixed MCP body with fixed headers, then print one machine-readable summary line.
--- Environment: BENCH_BODY_FILE (the request body), BENCH_XFCC (x-forwarded-client-cert; optional).
+-- Environment: BENCH_BODY_FILE (the request body), BENCH_XFCC (x-forwarded-client-cert; optional),
+-- BENCH_AUTHORIZATION (a bearer token's Authorization value; optional).
 local f = assert(io.open(os.getenv("BENCH_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
@@ -10,6 +11,10 @@ wrk.headers["Accept"] = "application/json, text/event-stream"
 local xfcc = os.getenv("BENCH_XFCC")
 if xfcc and xfcc ~= "" then
   wrk.headers["X-Forwarded-Client-Cert"] = xfcc
+end
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
 end
 
 function done(summary, latency, requests)

@@ -42,15 +42,22 @@ def proxies(upstream: envoys.Upstream, wasm_path: Path, e2e_dir: Path) -> Iterat
                 boot = envoys.render(kind, upstream_port=upstream.port, grants=grants, wasm=wasm_path)
                 started[f"{kind}-{grants}"] = envoys.start(f"{kind}-{grants}", boot, e2e_dir / f"bench-{kind}-{grants}",
                                                            cpu=None)
+        for kind in ("native", "grantwall"):      # the JWT scenario: callers present service-account tokens
+            boot = envoys.render(kind, upstream_port=upstream.port, grants=10, wasm=wasm_path, jwt=True)
+            started[f"{kind}-jwt"] = envoys.start(f"{kind}-jwt", boot, e2e_dir / f"bench-{kind}-jwt", cpu=None)
         yield started
     finally:
         for e in started.values():
             e.stop()
 
 
-def post(envoy: envoys.BenchEnvoy, body: bytes, xfcc: str, path: str = policies.MCP_PATH) -> httpx.Response:
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream",
-               "x-forwarded-client-cert": xfcc}
+def post(envoy: envoys.BenchEnvoy, body: bytes, xfcc: str | None, path: str = policies.MCP_PATH,
+         authorization: str | None = None) -> httpx.Response:
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    if xfcc is not None:
+        headers["x-forwarded-client-cert"] = xfcc
+    if authorization is not None:
+        headers["authorization"] = authorization
     return httpx.post(envoy.url(path), content=body, headers=headers, timeout=10, trust_env=False)
 
 
@@ -69,6 +76,44 @@ def test_native_and_grantwall_configs_validate(grants: int, wasm_path: Path, e2e
     for kind in ("native", "grantwall"):
         boot = envoys.render(kind, upstream_port=9, grants=grants, wasm=wasm_path)
         envoys.validate(boot, e2e_dir / f"bench-validate-{kind}-{grants}.json")
+
+
+def test_jwt_configs_validate_and_differ_only_in_filters(wasm_path: Path, e2e_dir: Path) -> None:
+    for kind in ("native", "grantwall"):
+        boot = envoys.render(kind, upstream_port=9, wasm=wasm_path, jwt=True)
+        envoys.validate(boot, e2e_dir / f"bench-validate-{kind}-jwt.json")
+        assert envoys.same_except_filters(boot, envoys.render("passthrough", upstream_port=9))
+    names = [f["name"] for f in envoys.http_filters(envoys.render("native", upstream_port=9, jwt=True))]
+    assert names == ["envoy.filters.http.jwt_authn", "envoy.filters.http.mcp", "envoy.filters.http.rbac",
+                     "envoy.filters.http.router"]
+
+
+def test_native_and_grantwall_give_the_same_answers_to_token_callers(proxies: dict[str, envoys.BenchEnvoy]) -> None:
+    native, grantwall = proxies["native-jwt"], proxies["grantwall-jwt"]
+    caller = policies.authorization(10)
+    stranger = f"Bearer {policies.sa_token(999_999)}"          # valid signature, but granted nothing
+    forged = caller[:-4] + ("AAAA" if not caller.endswith("AAAA") else "BBBB")
+    expired = f"Bearer {policies.sa_token(policies.caller_index(10), lifetime=-3600)}"
+    cases = [  # (tool, Authorization, allowed?, status when refused by native, by Grantwall)
+        (policies.ALLOWED_TOOL, caller, True, None, None),
+        (policies.DENIED_TOOL, caller, False, 403, 200),        # Grantwall: KAN-shaped JSON-RPC denial
+        (policies.ALLOWED_TOOL, stranger, False, 403, 200),
+        (policies.ALLOWED_TOOL, None, False, 401, 401),         # a token is required
+        (policies.ALLOWED_TOOL, forged, False, 401, 401),
+        (policies.ALLOWED_TOOL, expired, False, 401, 401),
+    ]
+    for tool, authorization, allowed, native_status, grantwall_status in cases:
+        body = policies.tools_call_body(KIB, tool)
+        what = (tool, (authorization or "")[:30])
+        assert reached_upstream(post(proxies["passthrough"], body, None, authorization=authorization)), what
+        for proxy, status in ((native, native_status), (grantwall, grantwall_status)):
+            resp = post(proxy, body, None, authorization=authorization)
+            assert reached_upstream(resp) is allowed, (proxy.name, what, resp.status_code, resp.text[:200])
+            if not allowed:
+                assert resp.status_code == status, (proxy.name, what, resp.status_code, resp.text[:200])
+        # The same token twice: the second answer (from each filter's cache of verified tokens) is the same.
+        again = post(grantwall, body, None, authorization=authorization)
+        assert reached_upstream(again) is allowed, what
 
 
 def test_grantwall_config_has_the_grants_it_claims() -> None:
