@@ -45,6 +45,7 @@ fn verifier(key: Jwk) -> Verifier {
         clock_skew_seconds: 60,
         forward_token: false,
         kubernetes_trust_domain: Some("cluster.local".into()),
+        precedence: Default::default(),
     };
     Verifier::new(&JwtSettings { providers: vec![provider], ..JwtSettings::default() }).unwrap()
 }

@@ -4,6 +4,7 @@
 //! Everything downstream only sees the resolved principal string.
 
 use crate::config::{ForwardedClientCert, XfccTrust};
+use crate::jwt::TokenPrecedence;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -75,25 +76,29 @@ pub fn resolve(
     Ok(peer.map(|p| Identity { principal: p.to_owned(), source: IdentitySource::MtlsPeer }))
 }
 
-/// Combine the connection's identity with a verified token's principal.
-///
-/// Precedence: a token from a configured forwarding peer (an ingress gateway calling for agents) names the
-/// caller; otherwise the token and the connection must name the same principal, or the request is refused.
+/// Combine the connection's identity with a verified token's principal, as the token's provider says
+/// (`precedence`, docs/identity.md):
+/// - the same principal both ways is one caller (`jwt+peer`), whatever the precedence;
+/// - `Agree` (default): a token from a configured forwarding peer (an ingress gateway calling for agents)
+///   names the caller; any other disagreement is refused, never merged;
+/// - `Token`: the token names the caller; `Connection`: the connection does (the token then only adds claims).
 pub fn with_token(
     peer_uri_san: Option<&str>,
     connection: Option<Identity>,
     token_principal: Option<&str>,
     forwarding_peers: &[String],
+    precedence: TokenPrecedence,
 ) -> Result<Option<Identity>, IdentityError> {
     let Some(token) = token_principal else { return Ok(connection) };
     let from_forwarder = peer_uri_san.is_some_and(|p| forwarding_peers.iter().any(|f| f == p));
+    let by_token = || Ok(Some(Identity { principal: token.to_owned(), source: IdentitySource::Jwt }));
     match connection {
-        Some(c) if c.source == IdentitySource::MtlsPeer && from_forwarder => {
-            Ok(Some(Identity { principal: token.to_owned(), source: IdentitySource::Jwt }))
-        }
+        None => by_token(),
         Some(c) if c.principal == token => Ok(Some(Identity { principal: c.principal, source: IdentitySource::JwtAndPeer })),
+        Some(_) if precedence == TokenPrecedence::Token => by_token(),
+        Some(c) if precedence == TokenPrecedence::Connection => Ok(Some(c)),
+        Some(c) if c.source == IdentitySource::MtlsPeer && from_forwarder => by_token(),
         Some(_) => Err(IdentityError::Conflict),
-        None => Ok(Some(Identity { principal: token.to_owned(), source: IdentitySource::Jwt })),
     }
 }
 

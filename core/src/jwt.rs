@@ -68,6 +68,32 @@ pub struct JwtProvider {
     /// `spiffe://<trustDomain>/ns/<ns>/sa/<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_trust_domain: Option<String>,
+    /// Who the caller is when this issuer's token arrives on a connection that names a caller too.
+    #[serde(default, skip_serializing_if = "TokenPrecedence::is_agree")]
+    pub precedence: TokenPrecedence,
+}
+
+/// How a verified token and the connection's identity (mTLS peer, or a trusted XFCC client) combine.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TokenPrecedence {
+    /// Both name the caller and must name the same one, or the request is refused (`identity-conflict`);
+    /// except from `forwardingPeers`, whose requests the token names.
+    #[default]
+    Agree,
+    /// The token names the caller whatever the connection says (every peer forwards for token holders).
+    Token,
+    /// The connection names the caller; the token is still verified (and stripped) and its claims are CEL's
+    /// `jwt.claims`, e.g. an agent on mTLS calling with its user's token. Without a connection identity the
+    /// token names the caller.
+    Connection,
+}
+
+impl TokenPrecedence {
+    pub fn is_agree(&self) -> bool {
+        *self == TokenPrecedence::Agree
+    }
 }
 
 fn default_header() -> String {

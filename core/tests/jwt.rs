@@ -8,7 +8,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
 use grantwall_core::identity::{with_token, Identity, IdentityError, IdentitySource};
-use grantwall_core::jwt::{oidc_principal, JwtProvider, JwtSettings, Jwk, TokenCache, Verifier};
+use grantwall_core::jwt::{oidc_principal, JwtProvider, JwtSettings, Jwk, TokenCache, TokenPrecedence, Verifier};
 use jwt_simple::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -167,6 +167,7 @@ fn provider(issuer: &str, keys: Vec<Jwk>, kubernetes: bool) -> JwtProvider {
         clock_skew_seconds: 60,
         forward_token: false,
         kubernetes_trust_domain: kubernetes.then(|| "cluster.local".to_owned()),
+        precedence: TokenPrecedence::Agree,
     }
 }
 
@@ -393,19 +394,53 @@ fn mtls(p: &str) -> Option<Identity> {
 fn token_and_peer_must_agree_unless_the_peer_forwards() {
     let fwd = vec![GATEWAY.to_owned()];
     // Same principal both ways: one caller, both sources recorded.
-    let id = with_token(Some(PEER), mtls(PEER), Some(PEER), &fwd).unwrap().unwrap();
+    let id = with_token(Some(PEER), mtls(PEER), Some(PEER), &fwd, TokenPrecedence::Agree).unwrap().unwrap();
     assert_eq!((id.principal.as_str(), id.source), (PEER, IdentitySource::JwtAndPeer));
     // Different: refused, never merged.
-    assert_eq!(with_token(Some(PEER), mtls(PEER), Some("oidc://issuer.example#x"), &fwd), Err(IdentityError::Conflict));
+    assert_eq!(with_token(Some(PEER), mtls(PEER), Some("oidc://issuer.example#x"), &fwd, TokenPrecedence::Agree), Err(IdentityError::Conflict));
     // A configured forwarding peer (ingress gateway): the token names the caller.
-    let id = with_token(Some(GATEWAY), mtls(GATEWAY), Some(PEER), &fwd).unwrap().unwrap();
+    let id = with_token(Some(GATEWAY), mtls(GATEWAY), Some(PEER), &fwd, TokenPrecedence::Agree).unwrap().unwrap();
     assert_eq!((id.principal.as_str(), id.source), (PEER, IdentitySource::Jwt));
     // XFCC names a client; a token naming someone else conflicts even via the gateway.
     let xfcc = Some(Identity { principal: PEER.into(), source: IdentitySource::ForwardedClientCert });
-    assert_eq!(with_token(Some(GATEWAY), xfcc, Some("oidc://issuer.example#x"), &fwd), Err(IdentityError::Conflict));
+    assert_eq!(with_token(Some(GATEWAY), xfcc, Some("oidc://issuer.example#x"), &fwd, TokenPrecedence::Agree), Err(IdentityError::Conflict));
     // Token only, or no token.
-    assert_eq!(with_token(None, None, Some(PEER), &fwd).unwrap().unwrap().source, IdentitySource::Jwt);
-    assert_eq!(with_token(Some(PEER), mtls(PEER), None, &fwd).unwrap().unwrap().source, IdentitySource::MtlsPeer);
+    assert_eq!(with_token(None, None, Some(PEER), &fwd, TokenPrecedence::Agree).unwrap().unwrap().source, IdentitySource::Jwt);
+    assert_eq!(with_token(Some(PEER), mtls(PEER), None, &fwd, TokenPrecedence::Agree).unwrap().unwrap().source, IdentitySource::MtlsPeer);
+}
+
+#[test]
+fn precedence_token_or_connection_decides_a_disagreement() {
+    let user = "oidc://issuer.example#user-1";
+    let none: Vec<String> = Vec::new();
+    // Token: the token names the caller over a peer or an XFCC client.
+    let id = with_token(Some(PEER), mtls(PEER), Some(user), &none, TokenPrecedence::Token).unwrap().unwrap();
+    assert_eq!((id.principal.as_str(), id.source), (user, IdentitySource::Jwt));
+    let xfcc = Some(Identity { principal: PEER.into(), source: IdentitySource::ForwardedClientCert });
+    assert_eq!(with_token(Some(GATEWAY), xfcc.clone(), Some(user), &none, TokenPrecedence::Token).unwrap().unwrap().principal, user);
+    // Connection: the peer (or XFCC client) stays the caller; the token only adds claims.
+    let id = with_token(Some(PEER), mtls(PEER), Some(user), &none, TokenPrecedence::Connection).unwrap().unwrap();
+    assert_eq!((id.principal.as_str(), id.source), (PEER, IdentitySource::MtlsPeer));
+    let id = with_token(Some(GATEWAY), xfcc, Some(user), &none, TokenPrecedence::Connection).unwrap().unwrap();
+    assert_eq!((id.principal.as_str(), id.source), (PEER, IdentitySource::ForwardedClientCert));
+    // Either way: no connection identity, the token names the caller; agreement is one caller from both.
+    for p in [TokenPrecedence::Token, TokenPrecedence::Connection] {
+        assert_eq!(with_token(None, None, Some(user), &none, p).unwrap().unwrap().source, IdentitySource::Jwt);
+        assert_eq!(with_token(Some(PEER), mtls(PEER), Some(PEER), &none, p).unwrap().unwrap().source, IdentitySource::JwtAndPeer);
+    }
+}
+
+#[test]
+fn precedence_is_omitted_from_configs_that_keep_the_default() {
+    let m = material(0);
+    let (s, _) = one_alg(m, "EdDSA");
+    let mut p = provider(ISS, vec![s.jwk("EdDSA", None)], false);
+    assert!(!serde_json::to_string(&p).unwrap().contains("precedence"), "default configs are unchanged");
+    p.precedence = TokenPrecedence::Connection;
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(text.contains(r#""precedence":"connection""#), "{text}");
+    assert_eq!(serde_json::from_str::<JwtProvider>(&text).unwrap().precedence, TokenPrecedence::Connection);
+    assert!(serde_json::from_str::<JwtProvider>(&text.replace("connection", "whoever")).is_err());
 }
 
 /// Regenerates `fixtures/jwt_keys.json` (the Wasm run's keys): `cargo test -p grantwall-core --test jwt -- --ignored write_fixtures`.

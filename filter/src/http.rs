@@ -158,7 +158,8 @@ impl GrantwallHttp {
             }
             Err(Err(_)) => return Err(refusal(500, -32603, "internal-error", "could not read or strip the bearer token")),
         };
-        let identity = identity::with_token(peer.as_deref(), identity, token.as_ref().map(|t| t.principal.as_str()), &jwt.forwarding_peers)
+        let precedence = token.as_ref().and_then(|t| jwt.providers.get(t.provider)).map(|p| p.precedence).unwrap_or_default();
+        let identity = identity::with_token(peer.as_deref(), identity, token.as_ref().map(|t| t.principal.as_str()), &jwt.forwarding_peers, precedence)
             .map_err(|e| refusal(403, -32600, "identity-conflict", e.message()))?;
         let mut captured = Captured {
             method,

@@ -5,7 +5,7 @@
 
 use crate::diag::{Diags, Loc};
 use crate::input::Object;
-use grantwall_core::jwt::{JwtProvider, JwtSettings, Jwk, TokenRequirement, Verifier};
+use grantwall_core::jwt::{JwtProvider, JwtSettings, Jwk, TokenPrecedence, TokenRequirement, Verifier};
 use serde_json::Value;
 use std::path::Path;
 
@@ -78,6 +78,12 @@ pub fn read(obj: &Object, origin_file: &str, trust_domain: &str, diags: &mut Dia
         clock_skew_seconds: spec.get("clockSkewSeconds").and_then(Value::as_u64).map_or(60, |n| n.min(600) as u32),
         forward_token: spec.pointer("/token/forward").and_then(Value::as_bool).unwrap_or(false),
         kubernetes_trust_domain: kubernetes.then(|| trust_domain.to_owned()),
+        // The CRD schema admits only these values (default Agree).
+        precedence: match s("/identityPrecedence").as_deref() {
+            Some("Token") => TokenPrecedence::Token,
+            Some("Connection") => TokenPrecedence::Connection,
+            _ => TokenPrecedence::Agree,
+        },
     };
     // The filter's own loader is the judge of the keys.
     let check = JwtSettings { providers: vec![provider.clone()], ..JwtSettings::default() };

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use grantwall_core::jwt::TokenPrecedence;
 
 const RSA: &str = r#"{"kty":"RSA","kid":"k8s-1","n":"1r_fpjH7GZPQv2zTZkCThOx6lYKS8HXRPgTy4loFNGZgFofpfYs5UL2DvMVPrlUSKJVrFKfzZx6JUuw3o7X1gMYZQDt10xKxi8fd3Qwnrmn74wSoAd_HTpWThJek--r9cTNCYL02QFxAmpOddh7SOy1xzLICshOMt4diTXfwx2Ql_5SqFjCqXALVdC_B0pth6uR5xby7afrKlt6xA6hVz50198UIPIGSWE0lRT4jruC4R6BeVOalv-LQECrcJvtvu2YqVGbIiqvz7wyBie66CvZZzWcZgjJGvqujOP9WpNrA2WW0Berhi3vqLW_JSarEouArmMxj3aZulljgfBK1pQ","e":"AQAB","use":"sig"}"#;
 const EC: &str = r#"{"kty":"EC","crv":"P-256","kid":"idp-1","x":"sEItgdZXhiEoPos5CL4f3VJFeaZBZWeH--unyWtxBC8","y":"p3eNXMhTrc9zOnEXbICua1r1hoGrOIFT0wYfD3mtRW0"}"#;
@@ -56,6 +57,18 @@ fn providers_compile_with_defaults_and_requirements() {
     assert_eq!(jwt.required.len(), 1);
     assert_eq!(jwt.required[0].backend.as_deref(), Some("tools/mcp-server"));
     assert_eq!(jwt.forwarding_peers, ["spiffe://cluster.local/ns/istio-system/sa/ingress"]);
+    assert!(jwt.providers.iter().all(|p| p.precedence == TokenPrecedence::Agree), "Agree by default");
+}
+
+#[test]
+fn identity_precedence_reaches_the_provider_and_bad_values_are_refused() {
+    for (value, expect) in [("Token", TokenPrecedence::Token), ("Connection", TokenPrecedence::Connection), ("Agree", TokenPrecedence::Agree)] {
+        let idp = provider("corp", "https://login.example.com", &format!("  identityPrecedence: {value}\n"), EC);
+        let config = compile_ok(&format!("{BACKEND}{idp}"));
+        assert_eq!(config.settings.identity.jwt.providers[0].precedence, expect, "{value}");
+    }
+    let errors = compile_err(&format!("{BACKEND}{}", provider("corp", "https://login.example.com", "  identityPrecedence: Peer\n", EC)));
+    assert!(errors.iter().any(|e| e.contains("spec.identityPrecedence") && e.contains("Agree")), "{errors:#?}");
 }
 
 #[test]

@@ -17,13 +17,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcp.shared.exceptions import MCPError
 
-from .clients import RawSession, mcp_client, post_jsonrpc, text_of
+from .clients import RawSession, mcp_client, modern_request, post_jsonrpc, text_of
 from .pki import spiffe_sa
 
 pytestmark = pytest.mark.anyio
 
 K8S_ISSUER = "https://kubernetes.default.svc.cluster.local"
 OIDC_ISSUER = "https://issuer.test"
+USERS_ISSUER = "https://users.test"            # identityPrecedence: Connection (an agent calls with its user's token)
+DELEGATION_ISSUER = "https://delegation.test"  # identityPrecedence: Token (the token names the caller)
 AUD = "mcp-gateway"
 FORBIDDEN = "Access to this tool is forbidden."
 METADATA = "https://gateway.test/.well-known/oauth-protected-resource"
@@ -52,6 +54,12 @@ def oidc_token(sub: str, *, aud: str = AUD, **extra) -> str:
     now = int(time.time())
     return jwt.encode({"iss": OIDC_ISSUER, "sub": sub, "aud": aud, "iat": now, "exp": now + 600, **extra}, EC_KEY,
                       algorithm="ES256", headers={"kid": "oidc-1"})
+
+
+def issuer_token(issuer: str, sub: str, **extra) -> str:
+    now = int(time.time())
+    return jwt.encode({"iss": issuer, "sub": sub, "aud": AUD, "iat": now, "exp": now + 600, **extra}, OTHER_RSA_KEY,
+                      algorithm="RS256", headers={"kid": "other-1"})
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -109,6 +117,13 @@ spec:
       mcp:
         mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
         methods: [{name: tools/call, params: [echo]}]
+  - name: delegated-agent-9-echo
+    source: {type: OIDC, oidc: {issuer: "https://delegation.test", subject: agent-9}}
+    authorization:
+      type: Inline
+      mcp:
+        mcpBaseProtocolMethodsOption: MATCH_BASE_PROTOCOL_METHODS
+        methods: [{name: tools/call, params: [echo]}]
 """
 
 
@@ -133,6 +148,24 @@ spec:
   oidc: {{issuerUrl: "{OIDC_ISSUER}", audiences: [{AUD}]}}
   jwks:
     inline: '{jwks(EC_KEY, "ES256", "oidc-1")}'
+---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: end-users, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: "{USERS_ISSUER}", audiences: [{AUD}]}}
+  identityPrecedence: Connection
+  jwks:
+    inline: '{jwks(OTHER_RSA_KEY, "RS256", "other-1")}'
+---
+apiVersion: grantwall.io/v1alpha1
+kind: GrantwallIdentityProvider
+metadata: {{name: delegation, namespace: tools}}
+spec:
+  oidc: {{issuerUrl: "{DELEGATION_ISSUER}", audiences: [{AUD}]}}
+  identityPrecedence: Token
+  jwks:
+    inline: '{jwks(OTHER_RSA_KEY, "RS256", "other-1")}'
 """
 
 
@@ -198,6 +231,40 @@ async def test_a_token_that_disagrees_with_the_certificate_is_refused(envoy, pki
     assert resp.status == 403
     assert json.loads(resp.body)["error"]["data"]["reason"] == "identity-conflict"
     assert upstream_log.requests() == []
+
+
+async def test_connection_precedence_keeps_the_agent_and_reads_the_users_claims(envoy, pki, client_cert, upstream_log):
+    # bob (mTLS) has no grant of his own; with his user's token (identityPrecedence: Connection) he is still bob,
+    # and the source-less CEL rule reads the user's claims. One stateless 2026-07-28 call each: bob may not
+    # even initialize a session.
+    def call(tool: str, token: str, **args) -> dict:
+        body, headers = modern_request("tools/call", {"name": tool, "arguments": args})
+        resp = post_jsonrpc(envoy.url(), body, {**headers, **bearer(token)}, cert=client_cert("bob"), ca=pki.ca_cert)
+        assert resp.status == 200, resp.body[:300]
+        return resp.message()
+
+    admin = issuer_token(USERS_ISSUER, "user-1", groups=["mcp-admins"])
+    assert call("get-sum", admin, a=1, b=1)["result"]["content"][0]["text"] == "The sum of 1 and 1 is 2."
+    assert call("echo", admin, message="not granted to bob")["error"]["code"] == 403
+    found = audits(envoy, lambda a: a.get("target") == "get-sum" and a.get("rule") == "admins-by-claim")
+    assert found[0]["identity"] == spiffe_sa("bob") and found[0]["identitySource"] == "mtls"
+    # A user without the claim gets nothing more than bob has.
+    assert call("get-sum", issuer_token(USERS_ISSUER, "user-2", groups=["readers"]), a=1, b=1)["error"]["code"] == 403
+    assert upstream_log.tools_executed() == ["get-sum"]
+    assert all("authorization" not in r["headers"] for r in upstream_log.requests()), "the user's token is stripped"
+
+
+async def test_token_precedence_names_the_token_holder_over_the_certificate(envoy, pki, client_cert, upstream_log):
+    # alice's certificate, agent-9's delegation token (identityPrecedence: Token): the caller is agent-9.
+    delegated = bearer(issuer_token(DELEGATION_ISSUER, "agent-9"))
+    async with mcp_client(envoy.url(), ca=pki.ca_cert, cert=client_cert("alice"), headers=delegated) as mcp:
+        assert text_of(await mcp.call_tool("echo", {"message": "delegated"})) == "delegated"
+        with pytest.raises(MCPError) as denied:
+            await mcp.call_tool("get-sum", {"a": 1, "b": 1})     # alice's grant, not agent-9's
+        assert denied.value.code == 403
+    assert upstream_log.tools_executed() == ["echo"]
+    found = audits(envoy, lambda a: a.get("target") == "echo" and a.get("rule") == "delegated-agent-9-echo")
+    assert found[0]["identity"] == "oidc://delegation.test#agent-9" and found[0]["identitySource"] == "jwt"
 
 
 async def test_oidc_subjects_are_granted_by_a_grantwall_access_policy(envoy, pki, upstream_log):
