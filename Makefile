@@ -85,7 +85,7 @@ test-e2e: build build-trap venv ts-server
 # Fuzz each target for FUZZ_SECONDS on nightly. New inputs go to .cache/fuzz/<target> (the committed seeds in
 # fuzz/corpus/<target> are only read); crashes land in fuzz/artifacts/<target>.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := jsonrpc xfcc config chunked
+FUZZ_TARGETS := jsonrpc xfcc config chunked sse jwt a2a llm
 fuzz:
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
