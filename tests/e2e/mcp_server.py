@@ -11,6 +11,9 @@ Modes (--mode):
   stateful  (default) 2025-11-25 era: `initialize` creates a session (Mcp-Session-Id),
             GET opens the server-to-client SSE stream, DELETE ends the session.
   stateless the SDK's stateless_http=True: no session ids, every POST stands alone.
+  sse       the legacy HTTP+SSE transport (2024-11-05): GET /sse opens the stream and names the
+            messages endpoint (/messages/?session_id=...), whose POSTs are answered 202 and
+            replied to on the stream.
 In both modes a request carrying `MCP-Protocol-Version: 2026-07-28` is served by the SDK's
 per-request 2026-07-28 path (server/discover, Mcp-Method/Mcp-Name checked against the body).
 
@@ -230,8 +233,12 @@ def build_server(log: JsonLog) -> MCPServer:
     return mcp
 
 
-def build_app(log: JsonLog, *, stateless: bool, json_response: bool = False) -> Any:
+def build_app(log: JsonLog, *, stateless: bool, json_response: bool = False, sse: bool = False) -> Any:
     mcp = build_server(log)
+    if sse:
+        app = mcp.sse_app(sse_path="/sse", message_path="/messages/",
+                          transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        return RequestLogMiddleware(app, log)
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
         stateless_http=stateless,
@@ -251,12 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
     parser.add_argument("--log", type=Path, default=os.environ.get("MCP_REQUEST_LOG"),
                         help="JSON-lines request/tool log")
-    parser.add_argument("--mode", choices=("stateful", "stateless"), default=os.environ.get("MCP_MODE", "stateful"))
+    parser.add_argument("--mode", choices=("stateful", "stateless", "sse"), default=os.environ.get("MCP_MODE", "stateful"))
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON instead of SSE")
     args = parser.parse_args(argv)
 
     log = JsonLog(args.log)
-    app = build_app(log, stateless=args.mode == "stateless", json_response=args.json_response)
+    app = build_app(log, stateless=args.mode == "stateless", json_response=args.json_response, sse=args.mode == "sse")
 
     # Bind first, then report the port: the harness never has to guess a free port.
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and

@@ -128,6 +128,22 @@ def _counter(prometheus_text: str, decision: str, reason: str) -> int:
                          + "\n".join(l for l in prometheus_text.splitlines() if "grantwall" in l))
 
 
+@pytest.mark.parametrize("revision", ["2025-03-26", "2025-06-18", "2025-11-25"])
+def test_every_session_era_revision_is_judged_the_same(envoy, pki, client_cert, upstream_log, revision):
+    """The Streamable HTTP revisions before 2026-07-28 (which test_harness drives with the SDK) carry the same
+    JSON-RPC bodies: bob's granted call runs, his denied one is refused before the server, on every revision
+    the real server negotiates."""
+    with RawSession(envoy.url(), ca=pki.ca_cert, cert=client_cert("bob"), protocol_version=revision) as bob:
+        bob.initialize()
+        assert bob.protocol_version == revision, "the server speaks this revision"
+        assert bob.call_tool("echo", {"message": revision})["result"]["content"][0]["text"] == revision
+        denied = bob.call_tool("delete-everything", {}, id=f"rev-{revision}")
+        assert denied["id"] == f"rev-{revision}"
+        assert (denied["error"]["code"], denied["error"]["message"]) == (403, "Access to this tool is forbidden.")
+        bob.delete()
+    assert upstream_log.tools_executed() == ["echo"]
+
+
 async def test_denial_styles(start_envoy, compile_policy, pki, client_cert, upstream_log, e2e_dir):
     for style in ("tool-error", "http"):
         config = json.loads(compile_policy(POLICY))
@@ -144,3 +160,4 @@ async def test_denial_styles(start_envoy, compile_policy, pki, client_cert, upst
                 assert resp.status == 403
                 assert resp.message()["error"]["code"] == 403 and resp.message()["id"] == 5
     assert upstream_log.tools_executed() == []
+
