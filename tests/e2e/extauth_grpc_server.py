@@ -4,7 +4,8 @@ Run with `python -P` (this directory has an envoy.py that would shadow the `envo
 Runs in its own process (grpcio's fork handlers break the harness's fork+exec of Envoy if it runs in the
 test process). Decides like KAN's Authorino AuthConfig, on the MCP filter metadata: `mcp_proxy.method` and
 `mcp_proxy.params.name` (tools/call of get-sum or get-env only). Logs each CheckRequest (base64) to --log;
-behaviour per request from the file --mode-file: `normal`, or `garbage` (bytes that are no CheckResponse).
+behaviour per request from the file --mode-file: `normal`, `garbage` (bytes that are no CheckResponse), or
+`sleep` (answer normally after 2 s, past the filter's timeout).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import time
 from concurrent import futures
 from pathlib import Path
 
@@ -36,6 +38,8 @@ def main() -> None:
         mode = args.mode_file.read_text().strip() if args.mode_file.exists() else "normal"
         if mode == "garbage":
             return b"\xff\xff\xff\xff"
+        if mode == "sleep":
+            time.sleep(2)
         meta = json_format.MessageToDict(request.attributes.metadata_context).get("filterMetadata", {})
         mcp = meta.get("mcp_proxy", {})
         method, tool = mcp.get("method"), mcp.get("params", {}).get("name")

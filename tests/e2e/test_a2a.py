@@ -49,6 +49,10 @@ spec:
   - name: bob-sends
     source: {{type: ServiceAccount, serviceAccount: {{name: bob}}}}
     operations: [SendMessage, GetTask]
+  - name: dave-every-task-operation
+    source: {{type: ServiceAccount, serviceAccount: {{name: dave}}}}
+    operations: [SendMessage, GetTask, CancelTask, SubscribeToTask, CreateTaskPushNotificationConfig,
+                 GetTaskPushNotificationConfig, ListTaskPushNotificationConfigs, DeleteTaskPushNotificationConfig]
 """
 
 
@@ -200,6 +204,44 @@ def test_foreign_tasks_are_refused(envoy, pki, client_cert, received):
     r = alice.http.get(envoy.url(f"/tasks/{task}"), headers={"A2A-Version": "1.0"})
     assert r.status_code == 200 and r.json()["id"] == task, r.text
     assert [(e["method"], e["path"]) for e in received.entries("request")] == [("GET", f"/tasks/{task}")]
+
+
+def test_every_task_operation_on_a_foreign_task_is_refused_even_when_granted(envoy, pki, client_cert, received):
+    """dave may use every task operation, but only on his own tasks: on alice's he gets TaskNotFound in both
+    naming generations and the REST binding, and the agent never sees the request."""
+    alice = Caller(envoy, pki, client_cert("alice"))
+    dave = Caller(envoy, pki, client_cert("dave"))
+    task = new_task(alice)
+    received.clear()
+    hook = "https://hooks.example.com/a2a/cb"
+    attempts = [
+        ("CancelTask", {"id": task}), ("tasks/cancel", {"id": task}),
+        ("SubscribeToTask", {"id": task}), ("tasks/resubscribe", {"id": task}),
+        ("CreateTaskPushNotificationConfig", {"taskId": task, "url": hook}),
+        ("tasks/pushNotificationConfig/set", {"taskId": task, "pushNotificationConfig": {"url": hook}}),
+        ("GetTaskPushNotificationConfig", {"taskId": task, "id": "cfg-1"}),
+        ("tasks/pushNotificationConfig/get", {"id": task}),
+        ("ListTaskPushNotificationConfigs", {"taskId": task}), ("tasks/pushNotificationConfig/list", {"id": task}),
+        ("DeleteTaskPushNotificationConfig", {"taskId": task, "id": "cfg-1"}),
+        ("tasks/pushNotificationConfig/delete", {"id": task, "pushNotificationConfigId": "cfg-1"}),
+    ]
+    for method, params in attempts:
+        out = dave.rpc(method, params)
+        assert out.get("error", {}).get("code") == -32001, (method, out)
+        assert out["error"]["data"]["reason"] == "task-foreign", (method, out)
+    for verb, path in [("POST", f"/tasks/{task}:cancel"), ("GET", f"/tasks/{task}:subscribe"),
+                       ("GET", f"/tasks/{task}/pushNotificationConfigs"),
+                       ("POST", f"/v1/tasks/{task}/pushNotificationConfigs"),
+                       ("DELETE", f"/tasks/{task}/pushNotificationConfigs/cfg-1")]:
+        body = ({"url": hook} if path.endswith("Configs") else {}) if verb == "POST" else None
+        r = dave.http.request(verb, envoy.url(path), json=body, headers={"A2A-Version": "1.0"})
+        assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND", (verb, path, r.status_code, r.text)
+    assert received.entries("request") == []
+    # His own task is his to cancel: the request reaches the agent (which may answer that it is already done).
+    own = new_task(dave)
+    received.clear()
+    dave.rpc("CancelTask", {"id": own})
+    assert len(received.entries("request")) == 1
 
 
 def test_task_lists_show_only_ones_own(envoy, agent_b, pki, client_cert, received):

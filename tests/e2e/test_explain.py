@@ -17,6 +17,8 @@ from .clients import ACCEPT, RawSession, post_jsonrpc, raw_request
 from .envoy import CLUSTER
 
 POLICY = Path(__file__).with_name("policies") / "grants.yaml"
+# The example policies: CEL rules with argument constraints (carol), judged on each call's real arguments.
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 
 
 def rpc(method: str, params: dict | None = None, *, notification: bool = False) -> bytes:
@@ -89,9 +91,9 @@ def through_envoy(envoy, pki, client_cert, caller, method, path, body, headers) 
     return json.loads(entries[0]["grantwall"])
 
 
-def explain(compiler_path, caller, flags) -> tuple[int, dict]:
+def explain(compiler_path, caller, flags, policy: Path = POLICY) -> tuple[int, dict]:
     who = ["--sa", f"agents/{caller}"] if caller else []
-    done = subprocess.run([str(compiler_path), "explain", "-f", str(POLICY), "--cluster", CLUSTER, *who, *flags,
+    done = subprocess.run([str(compiler_path), "explain", "-f", str(policy), "--cluster", CLUSTER, *who, *flags,
                            "--json"], capture_output=True, text=True, timeout=30)
     assert done.returncode in (0, 3), done.stderr
     return done.returncode, json.loads(done.stdout)
@@ -113,3 +115,47 @@ def test_the_cases_cover_every_outcome(compiler_path):
                                               "header-mismatch"}
     assert {(r["mcpMethod"] is None, r["decision"]) for r in records} >= {(False, "allow"), (False, "deny"),
                                                                           (True, "deny")}
+
+
+def call(tool: str, arguments: dict | None) -> tuple[bytes, list[str]]:
+    params: dict = {"name": tool}
+    flags = ["--mcp", "tools/call", "--tool", tool]
+    if arguments is not None:
+        params["arguments"] = arguments
+        flags += ["--args", json.dumps(arguments)]
+    return rpc("tools/call", params), flags
+
+
+# (id, caller, tool, arguments): CEL argument constraints, each outcome a CEL rule can give.
+CEL_CASES = [
+    ("carol sums small numbers", "carol", "get-sum", {"a": 2, "b": 3}),
+    ("carol sums a large number", "carol", "get-sum", {"a": 500, "b": 3}),
+    ("carol sums a string", "carol", "get-sum", {"a": "5", "b": 3}),
+    ("carol leaves out a", "carol", "get-sum", {"b": 3}),
+    ("carol sends no arguments", "carol", "get-sum", None),
+    ("carol echoes hello", "carol", "echo", {"message": "hello there"}),
+    ("carol echoes goodbye", "carol", "echo", {"message": "goodbye"}),
+    ("bob echoes goodbye", "bob", "echo", {"message": "goodbye"}),
+]
+
+
+@pytest.fixture(scope="module")
+def examples_envoy(start_envoy, compile_policy):
+    return start_envoy(compile_policy(EXAMPLES), replace=False)
+
+
+@pytest.mark.parametrize("name, caller, tool, arguments", CEL_CASES, ids=[c[0] for c in CEL_CASES])
+def test_explain_agrees_on_cel_argument_constraints(examples_envoy, pki, client_cert, compiler_path, name, caller,
+                                                     tool, arguments):
+    body, flags = call(tool, arguments)
+    seen = through_envoy(examples_envoy, pki, client_cert, caller, "POST", "/mcp", body, {})
+    code, predicted = explain(compiler_path, caller, flags, EXAMPLES)
+    assert predicted == seen
+    assert code == (0 if seen["decision"] == "allow" else 3)
+
+
+def test_the_cel_cases_allow_and_deny_for_each_reason(compiler_path):
+    records = [explain(compiler_path, c[1], call(c[2], c[3])[1], EXAMPLES)[1] for c in CEL_CASES]
+    assert {r["decision"] for r in records} == {"allow", "deny"}
+    details = {r.get("detail") or "" for r in records if r["decision"] == "deny"}
+    assert any("no such key" in d for d in details) and any("absent" in d for d in details), details

@@ -275,6 +275,7 @@ async def test_http_body_forwarding_limit(start_envoy, compile_policy, pki, clie
     ("HTTP", "extauth-refused", "normal", "extauth-unavailable"),   # connection refused
     ("HTTP", "extauth-http", "garbage", "extauth-unavailable"),     # not HTTP: Envoy answers the call 503
     ("GRPC", "extauth-grpc", "garbage", "extauth-error"),           # not a CheckResponse
+    ("GRPC", "extauth-grpc", "sleep", "extauth-unavailable"),       # timeout (300 ms)
     ("GRPC", "extauth-grpc-refused", "normal", "extauth-unavailable"),
 ])
 async def test_failures_fail_closed(start_envoy, compile_policy, pki, client_cert, upstream_log, http_authz,

@@ -6,6 +6,8 @@
 - A request in flight during the update (headers sent before, body after) completes and is decided by the policy
   it started under: the filter context keeps its own engine (filter/src/root.rs hands each request an Rc).
 - A config the filter cannot load is refused by Envoy (`update_rejected`) and the last good policy keeps deciding.
+- Shared state made under the old policy is still in force under the new one: a session bound to alice before
+  the update still refuses bob after it, and alice's session goes on working.
 """
 
 from __future__ import annotations
@@ -118,6 +120,10 @@ def test_policy_changes_under_traffic_without_a_failed_request(start_envoy, comp
     v1 = version_info(ecds)
     assert version() == v1 and rejected() == 0
     bob = client_cert("bob")
+    # A session bound to alice under the first policy (Proxy-Wasm shared data, not the config).
+    alice = RawSession(envoy.url(), ca=pki.ca_cert, cert=client_cert("alice"), timeout=10).__enter__()
+    alice.initialize()
+    assert alice.session_id
 
     stop = threading.Event()
     clients = [Client(envoy.url(), pki.ca_cert, bob, stop) for _ in range(CLIENTS)]
@@ -170,10 +176,18 @@ def test_policy_changes_under_traffic_without_a_failed_request(start_envoy, comp
         wait_until(lambda: rejected() == 1, 15, "Envoy to refuse the broken config")
         wait_until(lambda: all(c.started_after(broken_at + GRACE_S) >= 10 for c in clients), 20,
                    "traffic after the refused update")
+        # The binding made before both updates still holds: bob cannot ride alice's session, alice can.
+        with RawSession(envoy.url(), ca=pki.ca_cert, cert=bob, timeout=10) as rider:
+            rider.session_id, rider.initialize_result = alice.session_id, {}
+            hijack = rider.request("tools/call", {"name": "echo", "arguments": {"message": "hijack"}}, id="h-1")
+            assert hijack.message()["error"]["data"] == {"reason": "session-identity-mismatch"}, hijack.body
+        own = alice.call_tool("echo", {"message": "still mine"})
+        assert own["result"]["content"][0]["text"] == "still mine", own
     finally:
         stop.set()
         release_all = [c.join(15) for c in clients]
         del release_all
+        alice.__exit__(None, None, None)
 
     results = sorted(r for c in clients for r in c.results)
     failed = [r for r in results if r[2] not in ("allow", "deny")]
