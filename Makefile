@@ -20,7 +20,7 @@ WASM_TEST_TARGET := wasm32-unknown-unknown
 # Must equal the wasm-bindgen version in Cargo.lock (the test runner checks).
 WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/version = "\(.*\)"/\1/p;}' Cargo.lock)
 
-.PHONY: all build build-trap demo test test-unit test-wasm lint test-e2e venv ts-server fuzz soak toolchain clean package examples bench
+.PHONY: all build wasm build-trap demo test test-unit test-wasm lint test-e2e venv ts-server fuzz soak toolchain clean package examples bench
 
 all: build
 
@@ -28,12 +28,15 @@ toolchain:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup target list --installed | grep -qx $(WASM_TEST_TARGET) || rustup target add $(WASM_TEST_TARGET)
 
-build: toolchain
-	$(CARGO) build --locked --release --target $(WASM_TARGET) -p grantwall-filter
+build: wasm
 	$(CARGO) build --locked --release -p grantwall-policy-compiler
+	cp target/release/grantwall dist/grantwall
+
+# The filter alone (what `make bench` needs).
+wasm: toolchain
+	$(CARGO) build --locked --release --target $(WASM_TARGET) -p grantwall-filter
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/grantwall_filter.wasm dist/grantwall.wasm
-	cp target/release/grantwall dist/grantwall
 	@echo "dist/grantwall.wasm: $$(stat -c %s dist/grantwall.wasm) bytes"
 
 # TEST-ONLY filter that traps on request (feature trap-test), for tests/e2e/test_trap.py. Its own target dir,
@@ -103,7 +106,7 @@ soak: build venv
 	$(PYTHON) tests/soak/soak.py --seconds $(SOAK_SECONDS)
 
 # Load benchmark on loopback plus criterion micro-benchmarks; writes docs/benchmarks.md (see bench/run.py).
-bench: build venv
+bench: wasm venv
 	$(PYTHON) bench/run.py
 
 clean:

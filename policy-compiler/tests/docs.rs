@@ -109,3 +109,49 @@ fn cel_doc_lists_every_variable_function_and_limit() {
     }
     assert!(cel.contains(&format!("{},{:03} steps", LIMITS.steps / 1000, LIMITS.steps % 1000)));
 }
+
+/// The ```yaml blocks of a markdown file that are Kubernetes objects (have an `apiVersion:`).
+fn policy_blocks(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = markdown;
+    while let Some(start) = rest.find("```yaml\n") {
+        let body = &rest[start + "```yaml\n".len()..];
+        let end = body.find("```").expect("unterminated ```yaml block");
+        if body[..end].contains("apiVersion:") {
+            out.push(body[..end].to_owned());
+        }
+        rest = &body[end + 3..];
+    }
+    out
+}
+
+/// Every policy a reader may copy from the docs compiles: the blocks of each page together, with the README's
+/// XBackend (tools/mcp-server) they target, and a JWKS file for the example that reads one from disk.
+#[test]
+fn every_policy_example_in_the_docs_compiles() {
+    let readme = std::fs::read_to_string(manifest_dir().join("../README.md")).unwrap();
+    let backend = policy_blocks(&readme)[0].split("\n---\n").next().unwrap().to_owned();
+    assert!(backend.contains("kind: XBackend"), "the README's first policy block starts with its XBackend");
+    let dir = temp_dir("doc-examples");
+    write(&dir, "cluster-jwks.json", r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","alg":"ES256","x":"86BoWOoRoj8hLUw7u_coYA77AnuBRN3Gg4LJNwPUUV4","y":"OC7HkPAoMi7UHZ8e0pIeKtNENfBUB77hcS24atQjMKk"}]}"#);
+    write(&dir, "README.yaml", &policy_blocks(&readme).join("\n---\n"));
+    let out = grantwall(&dir, &["compile", "--check", "-f", "README.yaml"], None);
+    assert!(out.status.success(), "README.md: its policy does not compile:\n{}", stderr(&out));
+    let mut pages = 0;
+    let mut pages_dir: Vec<_> = std::fs::read_dir(manifest_dir().join("../docs")).unwrap().map(|e| e.unwrap().path()).collect();
+    pages_dir.sort();
+    for page in pages_dir.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
+        let blocks = policy_blocks(&std::fs::read_to_string(page).unwrap());
+        if blocks.is_empty() {
+            continue;
+        }
+        pages += 1;
+        let name = format!("{}.yaml", page.file_stem().unwrap().to_string_lossy());
+        let mut docs = vec![backend.clone()];
+        docs.extend(blocks);
+        write(&dir, &name, &docs.join("\n---\n"));
+        let out = grantwall(&dir, &["compile", "--check", "-f", &name], None);
+        assert!(out.status.success(), "docs/{}: its policy examples do not compile:\n{}", page.file_name().unwrap().to_string_lossy(), stderr(&out));
+    }
+    assert!(pages >= 6, "expected policy examples on at least six pages, found {pages}");
+}

@@ -127,46 +127,28 @@ spec:
 """
 
 
-def providers(require: bool) -> str:
-    required = ("\n  requireToken:\n    targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]"
-                f"\n    resourceMetadata: {METADATA}") if require else ""
+def provider(name: str, issuer: str, jwks_text: str, *extra: str) -> str:
+    """A GrantwallIdentityProvider document; `extra` are more `spec` lines."""
+    lines = "".join(f"\n  {line}" for line in extra)
     return f"""
 ---
 apiVersion: grantwall.io/v1alpha1
 kind: GrantwallIdentityProvider
-metadata: {{name: kubernetes, namespace: tools}}
+metadata: {{name: {name}, namespace: tools}}
 spec:
-  oidc: {{issuerUrl: "{K8S_ISSUER}", audiences: [{AUD}]}}
-  tokenType: ServiceAccount
+  oidc: {{issuerUrl: "{issuer}", audiences: [{AUD}]}}
   jwks:
-    inline: '{jwks(RSA_KEY, "RS256", "k8s-1")}'{required}
----
-apiVersion: grantwall.io/v1alpha1
-kind: GrantwallIdentityProvider
-metadata: {{name: corp-idp, namespace: tools}}
-spec:
-  oidc: {{issuerUrl: "{OIDC_ISSUER}", audiences: [{AUD}]}}
-  jwks:
-    inline: '{jwks(EC_KEY, "ES256", "oidc-1")}'
----
-apiVersion: grantwall.io/v1alpha1
-kind: GrantwallIdentityProvider
-metadata: {{name: end-users, namespace: tools}}
-spec:
-  oidc: {{issuerUrl: "{USERS_ISSUER}", audiences: [{AUD}]}}
-  identityPrecedence: Connection
-  jwks:
-    inline: '{jwks(OTHER_RSA_KEY, "RS256", "other-1")}'
----
-apiVersion: grantwall.io/v1alpha1
-kind: GrantwallIdentityProvider
-metadata: {{name: delegation, namespace: tools}}
-spec:
-  oidc: {{issuerUrl: "{DELEGATION_ISSUER}", audiences: [{AUD}]}}
-  identityPrecedence: Token
-  jwks:
-    inline: '{jwks(OTHER_RSA_KEY, "RS256", "other-1")}'
+    inline: '{jwks_text}'{lines}
 """
+
+
+def providers(require: bool) -> str:
+    required = ("requireToken:\n    targetRefs: [{group: agentic.networking.x-k8s.io, kind: XBackend, name: mcp-server}]"
+                f"\n    resourceMetadata: {METADATA}",) if require else ()
+    return (provider("kubernetes", K8S_ISSUER, jwks(RSA_KEY, "RS256", "k8s-1"), "tokenType: ServiceAccount", *required)
+            + provider("corp-idp", OIDC_ISSUER, jwks(EC_KEY, "ES256", "oidc-1"))
+            + provider("end-users", USERS_ISSUER, jwks(OTHER_RSA_KEY, "RS256", "other-1"), "identityPrecedence: Connection")
+            + provider("delegation", DELEGATION_ISSUER, jwks(OTHER_RSA_KEY, "RS256", "other-1"), "identityPrecedence: Token"))
 
 
 @pytest.fixture(scope="module")
