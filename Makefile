@@ -8,7 +8,7 @@
 #   make examples  regenerate the generated examples (examples/wasmplugin.yaml); a test fails when they are stale
 #   make fuzz      cargo-fuzz every untrusted-input parser, FUZZ_SECONDS each (default 60; docs/security.md)
 #   make soak      10 minutes of mixed traffic at saturation through Envoy (SOAK_SECONDS; not part of test)
-#   make bench     Grantwall vs Envoy pass-through vs native MCP+RBAC (~13 min fresh; BENCH_QUICK=1: ~1 min); not in `make test`
+#   make bench     Grantwall vs Envoy pass-through vs native MCP+RBAC (10.5 min fresh; BENCH_QUICK=1: ~1.5 min); not in `make test`
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """`make bench`: Grantwall vs Envoy pass-through vs Envoy's native MCP+RBAC, side by side, on loopback.
 
-    make bench                     # full run (~8 min once built, ~13 fresh): micro-benchmarks + load matrix,
+    make bench                     # full run (~9 min once built, 10.5 fresh): micro-benchmarks + load matrix,
                                    # results written into docs/benchmarks.md
-    BENCH_QUICK=1 make bench       # ~1 min smoke run: 1 KiB bodies, 10 and 1,000 grants, no criterion;
+    BENCH_QUICK=1 make bench       # ~1.5 min smoke run: 1 KiB bodies, 10 and 1,000 grants, list, JWT; no criterion;
                                    # results only printed and saved under .cache/bench/
 
 Knobs (environment): BENCH_SECONDS, BENCH_REPS, BENCH_CONNECTIONS (wrk's keep-alive connections),
