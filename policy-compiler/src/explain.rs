@@ -16,7 +16,7 @@ mod llm;
 use grantwall_core::audit::AuditRecord;
 use grantwall_core::config::{Config, McpMatch, Policy, Rule, Target, CONFIG_VERSION};
 use grantwall_core::engine::{Decision, Engine, LevelOutcome, Request, Route};
-use grantwall_core::identity::{is_spiffe_id, IdentitySource};
+use grantwall_core::identity::{is_oidc_principal, is_spiffe_id, IdentitySource};
 use grantwall_core::jsonrpc;
 use grantwall_core::mcp::{self, McpOp, RoutingHeaders};
 
@@ -72,7 +72,7 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     let engine = Engine::from_json(config_json).map_err(|e| format!("the filter would refuse this config: {e}"))?;
     let config: Config = serde_json::from_slice(config_json).map_err(|e| format!("config: {e}"))?;
     if let Some(p) = &req.principal {
-        if !is_spiffe_id(p) && !grantwall_core::identity::is_oidc_principal(p) {
+        if !is_spiffe_id(p) && !is_oidc_principal(p) {
             return Err(format!("--as {p:?}: not a SPIFFE ID (spiffe://trust-domain/path) or an oidc://ISSUER#SUBJECT principal"));
         }
     }
@@ -137,7 +137,11 @@ pub fn explain(config_json: &[u8], req: &ExplainRequest) -> Result<Explanation, 
     let backend_name = backend.and_then(|b| engine.backend_name(b));
     let base = AuditRecord {
         identity: principal,
-        identity_source: principal.map(|_| if req.claims.is_some() { IdentitySource::Jwt } else { IdentitySource::MtlsPeer }.as_str()),
+        // Claims, or an `oidc://` principal, can only come from a token; anything else is read as a certificate.
+        identity_source: principal.map(|p| {
+            let by_token = req.claims.is_some() || is_oidc_principal(p);
+            if by_token { IdentitySource::Jwt } else { IdentitySource::MtlsPeer }.as_str()
+        }),
         gateway: gateway_name,
         backend: backend_name,
         http_method: &method,

@@ -10,6 +10,7 @@ disagrees with the mTLS peer is refused; a required token that is missing gets t
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import jwt
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcp.shared.exceptions import MCPError
 
 from .clients import RawSession, mcp_client, modern_request, post_jsonrpc, text_of
+from .envoy import CLUSTER
 from .pki import spiffe_sa
 
 pytestmark = pytest.mark.anyio
@@ -269,6 +271,31 @@ async def test_cel_rules_read_the_token_claims(envoy, pki, upstream_log):
         assert text_of(await mcp.call_tool("get-sum", {"a": 1, "b": 2})) == "The sum of 1 and 2 is 3."
     assert upstream_log.tools_executed() == ["get-sum"]
     assert audits(envoy, lambda a: a.get("target") == "get-sum" and a["rule"] == "admins-by-claim")
+
+
+@pytest.mark.parametrize("tool, claims, groups", [
+    ("echo", None, None),                                   # agent-7's own grant (GrantwallAccessPolicy)
+    ("get-sum", None, None),                                # not granted: default deny
+    ("get-sum", {"groups": ["mcp-admins"]}, ["mcp-admins"]),  # the source-less CEL rule on jwt.claims
+])
+def test_explain_gives_the_filters_record_for_token_callers(envoy, pki, compiler_path, tmp_path, tool, claims, groups):
+    """`grantwall explain --as oidc://... [--claims]` predicts the filter's own audit record for a token caller."""
+    extra = {"groups": groups} if groups else {}
+    body, headers = modern_request("tools/call", {"name": tool, "arguments": {"a": 1, "b": 2} if tool == "get-sum"
+                                                  else {"message": "m"}})
+    envoy.clear_access_log()
+    post_jsonrpc(envoy.url(), body, {**headers, **bearer(oidc_token("agent-7", **extra))}, ca=pki.ca_cert)
+    seen = audits(envoy, lambda a: a.get("target") == tool)[0]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(BACKEND_AND_POLICY + providers(require=False))
+    flags = ["--claims", json.dumps(claims)] if claims else []
+    done = subprocess.run([str(compiler_path), "explain", "-f", str(policy), "--cluster", CLUSTER,
+                           "--as", "oidc://issuer.test#agent-7", *flags, "--mcp", "tools/call", "--tool", tool,
+                           "-H", f"Mcp-Protocol-Version: {headers['mcp-protocol-version']}",
+                           "-H", f"Mcp-Method: tools/call", "-H", f"Mcp-Name: {tool}", "--json"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode in (0, 3), done.stderr
+    assert json.loads(done.stdout) == seen
 
 
 async def test_a_required_token_that_is_missing_gets_the_mcp_challenge(start_envoy, compile_policy, pki, client_cert, upstream_log):
