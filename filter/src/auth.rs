@@ -7,6 +7,7 @@
 use crate::host;
 use grantwall_core::jwt::{JwtSettings, TokenCache, TokenIdentity, Verifier, TOKEN_CACHE_CAPACITY};
 use std::cell::RefCell;
+use std::rc::Rc;
 
 /// One config's token keys (parsed once) and this worker's cache of tokens they verified. A new config
 /// gets a new `Tokens`, so a rotated key or a changed audience never meets a token cached under the old one.
@@ -20,11 +21,11 @@ impl Tokens {
         Tokens { verifier, cache: RefCell::new(TokenCache::new(TOKEN_CACHE_CAPACITY)) }
     }
 
-    fn verify(&self, token: &str, now: u64) -> Result<TokenIdentity, grantwall_core::jwt::TokenError> {
+    fn verify(&self, token: &str, now: u64) -> Result<Rc<TokenIdentity>, grantwall_core::jwt::TokenError> {
         match self.cache.try_borrow_mut() {
             Ok(mut cache) => cache.verify(&self.verifier, token, now),
             // Not reachable (one request at a time per worker), but never a panic: verify uncached.
-            Err(_) => self.verifier.verify(token, now),
+            Err(_) => self.verifier.verify(token, now).map(Rc::new),
         }
     }
 }
@@ -46,7 +47,7 @@ pub fn authenticate(
     settings: &JwtSettings,
     backend: Option<&str>,
     headers: &host::HeaderMap,
-) -> Result<Option<TokenIdentity>, Result<Challenge, HostFailure>> {
+) -> Result<Option<Rc<TokenIdentity>>, Result<Challenge, HostFailure>> {
     let verifier = &tokens.verifier;
     if verifier.is_empty() {
         return Ok(None);

@@ -77,7 +77,7 @@ struct Captured {
     headers: Vec<(String, String)>,
     identity: Option<Identity>,
     /// The verified bearer token; its claims are CEL's `jwt.claims`.
-    token: Option<TokenIdentity>,
+    token: Option<Rc<TokenIdentity>>,
     backend: Option<BackendId>,
     protocol_version: Option<String>,
     mcp_method: Option<String>,
@@ -180,7 +180,7 @@ impl GrantwallHttp {
 
         // An ephemeral identity: its lifetime is checked first, and it is never waved through unjudged.
         let ephemeral = engine.ephemeral(captured.identity.as_ref().map(|i| i.principal.as_str()));
-        if let Some(why) = ephemeral.and_then(|a| agent::expired(a, captured.token.as_ref())) {
+        if let Some(why) = ephemeral.and_then(|a| agent::expired(a, captured.token.as_deref())) {
             let challenge = auth::expired_challenge(&why);
             let r = Refusal { status: 401, code: -32001, reason: "identity-expired", message: why, www_authenticate: Some(challenge) };
             return Ok(self.refuse(Some(&captured), &r));
