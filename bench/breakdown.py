@@ -76,7 +76,7 @@ def main() -> int:
         for rep in range(reps + 1):                      # rep 0 warms up
             k = rep % len(names)
             for name in names[k:] + names[:k]:
-                run = run_wrk(running[name], body_file=body, headers={"x-forwarded-client-cert": policies.xfcc(10)},
+                run = run_wrk(running[name], body_file=body, headers=policies.caller_headers(10),
                               seconds=1 if rep == 0 else seconds, connections=connections, cpu=1)
                 if run.upstream_requests < run.requests:
                     raise RuntimeError(f"{name}: only {run.upstream_requests}/{run.requests} reached the upstream")

@@ -65,7 +65,7 @@ def main() -> int:
                 body = work / f"body-{size}.json"
                 if not body.exists():
                     body.write_bytes(policies.tools_call_body(size, policies.ALLOWED_TOOL))
-                run = run_wrk(proxies[p], body_file=body, headers={"x-forwarded-client-cert": policies.xfcc(10)}, seconds=1 if rep == 0 else seconds,
+                run = run_wrk(proxies[p], body_file=body, headers=policies.caller_headers(10), seconds=1 if rep == 0 else seconds,
                               connections=connections, cpu=1)
                 if rep:
                     results[cell].append(run)

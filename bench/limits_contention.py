@@ -39,7 +39,7 @@ def one_run(wasm: Path, work: Path) -> tuple[int, int]:
         try:
             body = work / "body.json"
             body.write_bytes(policies.tools_call_body(256, policies.ALLOWED_TOOL))
-            run = run_wrk(envoy, body_file=body, headers={"x-forwarded-client-cert": policies.xfcc(10)}, seconds=4, connections=32, cpu=None)
+            run = run_wrk(envoy, body_file=body, headers=policies.caller_headers(10), seconds=4, connections=32, cpu=None)
             return run.requests, envoy.upstream_requests()
         finally:
             envoy.stop()

@@ -97,6 +97,11 @@ def authorization(grants: int) -> str:
     return f"Bearer {sa_token(caller_index(grants))}"
 
 
+def caller_headers(grants: int, *, jwt: bool = False) -> dict[str, str]:
+    """The header that names the benchmark caller: a trusted XFCC, or `Authorization: Bearer <SA token>`."""
+    return {"authorization": authorization(grants)} if jwt else {"x-forwarded-client-cert": xfcc(grants)}
+
+
 def rule_name(i: int) -> str:
     return f"rule-{i:06d}"
 

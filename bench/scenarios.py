@@ -70,10 +70,7 @@ class Cell:
         return policies.tools_list_body() if self.op == "list" else policies.tools_call_body(self.size, self.tool)
 
     def headers(self) -> dict[str, str]:
-        """The caller's identity header: a trusted XFCC, or `Authorization: Bearer <service-account token>`."""
-        if self.auth == "jwt":
-            return {"authorization": policies.authorization(self.grants)}
-        return {"x-forwarded-client-cert": policies.xfcc(self.grants)}
+        return policies.caller_headers(self.grants, jwt=self.auth == "jwt")
 
     @property
     def forwarded(self) -> bool:
